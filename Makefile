@@ -1,0 +1,49 @@
+# Two commands on a fresh machine:  `make book` builds the website, `make test` runs every check.
+# Both create .venv and install everything first; see README.md.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+BOOK_FLAGS := -W -n --keep-going
+NBVAL_FLAGS := --nbval --nbval-current-env --nbval-sanitize-with nbval_sanitize.cfg
+
+.PHONY: setup data book test lint unit notebooks build-book lab serve clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	touch $(STAMP)
+
+setup: $(STAMP)  ## create .venv and install the package, torch and the tools
+
+data: setup  ## check Fashion-MNIST is installed (DOWNLOAD=1 fetches it via torchvision)
+	$(BIN)/python -m minicompress.data $(if $(DOWNLOAD),--download,)
+
+book: setup data build-book  ## build the website into _build/html
+
+build-book:
+	$(BIN)/jupyter-book build . $(BOOK_FLAGS)
+
+test: setup data lint unit notebooks build-book  ## everything CI runs
+
+lint:
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+unit:
+	$(BIN)/python -m pytest tests
+
+notebooks:  ## execute every notebook and compare with its stored outputs
+	$(BIN)/python -m pytest $(NBVAL_FLAGS) book
+
+lab: setup data  ## open the course in JupyterLab
+	$(BIN)/jupyter lab book
+
+serve:  ## serve the built website on http://localhost:8000
+	$(BIN)/python -m http.server --directory _build/html 8000
+
+clean:  ## remove builds and caches (keeps .venv; `rm -rf .venv` for a full reset)
+	rm -rf _build .pytest_cache .ruff_cache .hypothesis
+	find . -name __pycache__ -not -path './.venv/*' -prune -exec rm -rf {} +

@@ -1,0 +1,257 @@
+"""Fashion-MNIST (and MNIST) as whole-dataset tensors, read offline from idx files.
+
+The course never downloads anything unless the caller asks (`download=True`). The loader
+looks for the four original idx files (gzipped or raw) in, in order:
+
+1. the `root` argument,
+2. `$MINICOMPRESS_DATA`,
+3. the user cache directory (where `download=True` puts them),
+4. `/usr/share/datasets/<name>` (Debian's `dataset-fashion-mnist` package),
+
+and in each of the first three also under `<name>/` and torchvision's `<Class>/raw/` layout,
+so a folder that torchvision downloaded into works as it is.
+
+Whole tensors (60 000 images are 47 MB as uint8) rather than a per-sample `DataLoader`:
+slicing a tensor is what keeps training fast on a 2-core machine.
+
+Reference: Xiao, Rasul, Vollgraf (2017), Fashion-MNIST, arXiv:1708.07747.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import gzip
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import platformdirs
+import torch
+from torch import Tensor
+
+__all__ = [
+    "CLASSES",
+    "DataNotFoundError",
+    "fashion_mnist",
+    "locate",
+    "mnist",
+    "read_idx",
+    "search_paths",
+]
+
+CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+"""Fashion-MNIST class names, indexed by label."""
+
+_IDX_DTYPES = {0x08: np.uint8}  # the only element type the (Fashion-)MNIST files use
+_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", 60_000),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", 10_000),
+}
+
+
+@dataclass(frozen=True)
+class _Dataset:
+    name: str  # folder name: "fashion-mnist"
+    torchvision_class: str  # torchvision's folder and class name: "FashionMNIST"
+    debian_package: str
+
+
+_FASHION = _Dataset("fashion-mnist", "FashionMNIST", "dataset-fashion-mnist")
+_MNIST = _Dataset("mnist", "MNIST", "(none in Debian)")
+
+
+class DataNotFoundError(FileNotFoundError):
+    """No copy of the data set was found in any of the places searched."""
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Read one idx file (optionally gzipped) and check its header against its length.
+
+    The idx format is a 4-byte magic number ``0x00 0x00 <type> <ndim>``, then ``ndim``
+    big-endian uint32 sizes, then the data. Raises `ValueError` naming the file for a bad
+    magic number, an unsupported element type, or a file shorter or longer than its header
+    says.
+    """
+    path = Path(path)
+    try:
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    except (EOFError, gzip.BadGzipFile, OSError) as err:
+        raise ValueError(
+            f"{path}: cannot decompress ({err}); the file is corrupt or truncated"
+        ) from err
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
+        raise ValueError(f"{path}: not an idx file (bad magic number {raw[:4].hex()!r})")
+    dtype_code, ndim = raw[2], raw[3]
+    if dtype_code not in _IDX_DTYPES:
+        raise ValueError(f"{path}: idx element type 0x{dtype_code:02x} unsupported (need 0x08)")
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise ValueError(f"{path}: truncated inside the header")
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    expected = header + int(np.prod(shape))
+    if len(raw) != expected:
+        raise ValueError(
+            f"{path}: header says shape {shape} ({expected} bytes) but the file has "
+            f"{len(raw)} bytes; it is truncated or corrupt"
+        )
+    return np.frombuffer(raw, dtype=_IDX_DTYPES[dtype_code], offset=header).reshape(shape)
+
+
+def _user_cache() -> Path:
+    return Path(platformdirs.user_cache_dir("minicompress"))
+
+
+def search_paths(
+    root: str | os.PathLike | None = None, dataset: str = "fashion-mnist"
+) -> list[Path]:
+    """The folders `fashion_mnist`/`mnist` search, in order (see the module docstring)."""
+    ds = _dataset(dataset)
+    bases = [Path(root)] if root is not None else []
+    if os.environ.get("MINICOMPRESS_DATA"):
+        bases.append(Path(os.environ["MINICOMPRESS_DATA"]))
+    bases.append(_user_cache())
+    dirs = [d for b in bases for d in (b, b / ds.name, b / ds.torchvision_class / "raw")]
+    dirs.append(Path("/usr/share/datasets") / ds.name)
+    return dirs
+
+
+def _find(stem: str, dirs: list[Path]) -> Path | None:
+    for d in dirs:
+        for candidate in (d / stem, d / f"{stem}.gz"):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def _dataset(name: str) -> _Dataset:
+    for ds in (_FASHION, _MNIST):
+        if name == ds.name:
+            return ds
+    raise ValueError(f"dataset must be 'fashion-mnist' or 'mnist', got {name!r}")
+
+
+def _not_found(ds: _Dataset, split: str, dirs: list[Path]) -> DataNotFoundError:
+    tried = "\n".join(f"  - {d}" for d in dirs)
+    debian = (
+        f"  - Debian/Ubuntu: sudo apt-get install {ds.debian_package}\n" if ds is _FASHION else ""
+    )
+    return DataNotFoundError(
+        f"{ds.name} ({split}) not found. Looked for {_FILES[split][0]}[.gz] in:\n{tried}\n"
+        f"Get it one of these ways:\n{debian}"
+        f"  - download once (needs internet): minicompress.data.{ds.name.replace('-', '_')}"
+        f"(download=True), or `python -m minicompress.data --download`\n"
+        f"  - or point root= or $MINICOMPRESS_DATA at a folder holding the four idx files."
+    )
+
+
+def _download(ds: _Dataset) -> None:
+    import torchvision  # only needed here; the offline path never imports it
+
+    cls = getattr(torchvision.datasets, ds.torchvision_class)
+    for train in (True, False):
+        cls(root=str(_user_cache()), train=train, download=True)
+
+
+def locate(
+    split: str = "train", root: str | os.PathLike | None = None, dataset: str = "fashion-mnist"
+) -> tuple[Path, Path]:
+    """The (images, labels) files the loader would read; `DataNotFoundError` if none."""
+    if split not in _FILES:
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    dirs = search_paths(root, dataset)
+    image_stem, label_stem, _ = _FILES[split]
+    image_path, label_path = _find(image_stem, dirs), _find(label_stem, dirs)
+    if image_path is None or label_path is None:
+        raise _not_found(_dataset(dataset), split, dirs)
+    return image_path, label_path
+
+
+@functools.cache
+def _load_uint8(dataset: str, split: str, root: str | None) -> tuple[Tensor, Tensor]:
+    image_path, label_path = locate(split, root, dataset)
+    count = _FILES[split][2]
+    images, labels = read_idx(image_path), read_idx(label_path)
+    if images.shape != (count, 28, 28):
+        raise ValueError(f"{image_path}: expected shape ({count}, 28, 28), got {images.shape}")
+    if labels.shape != (count,):
+        raise ValueError(f"{label_path}: expected {count} labels, got shape {labels.shape}")
+    if labels.max() > 9:
+        raise ValueError(f"{label_path}: labels must lie in 0..9, found {int(labels.max())}")
+    return torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64))
+
+
+def _load(
+    dataset: str, split: str, root: str | os.PathLike | None, download: bool
+) -> tuple[Tensor, Tensor]:
+    if split not in _FILES:
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if not isinstance(download, bool):
+        raise TypeError(f"download must be a bool, got {type(download).__name__}")
+    key_root = None if root is None else str(Path(root).expanduser())
+    try:
+        images, labels = _load_uint8(dataset, split, key_root)
+    except DataNotFoundError:
+        if not download:
+            raise
+        _download(_dataset(dataset))
+        images, labels = _load_uint8(dataset, split, key_root)
+    # A fresh float copy each call, so a caller can modify it without touching the cache.
+    return images.unsqueeze(1).float().div_(255.0), labels.clone()
+
+
+def fashion_mnist(
+    split: str = "train", root: str | os.PathLike | None = None, download: bool = False
+) -> tuple[Tensor, Tensor]:
+    """Fashion-MNIST as ``(images, labels)``: float32 ``(N, 1, 28, 28)`` in [0, 1], int64 ``(N,)``.
+
+    ``split`` is ``"train"`` (N = 60 000) or ``"test"`` (N = 10 000). Searches the places in
+    `search_paths`; downloads through torchvision into the user cache only if
+    ``download=True``. Raises `DataNotFoundError` listing every place tried, and
+    `ValueError` for a corrupt or truncated file.
+    """
+    return _load("fashion-mnist", split, root, download)
+
+
+def mnist(
+    split: str = "train", root: str | os.PathLike | None = None, download: bool = False
+) -> tuple[Tensor, Tensor]:
+    """The original MNIST digits, same format and search rules as `fashion_mnist`.
+
+    Nothing in the course depends on it (there is no offline copy here); it is for readers
+    who have the files and want to compare with the papers' MNIST numbers.
+    """
+    return _load("mnist", split, root, download)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m minicompress.data [--download] [--root DIR]``: report where the data is."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--root", default=None, help="a folder to search first")
+    parser.add_argument("--download", action="store_true", help="download if not found")
+    args = parser.parse_args(argv)
+    try:
+        for split in _FILES:
+            images, _ = fashion_mnist(split, root=args.root, download=args.download)
+            print(f"fashion-mnist {split}: {len(images)} images from {locate(split, args.root)[0]}")
+    except (DataNotFoundError, ValueError) as err:
+        print(err, file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,136 @@
+"""Trained baselines shipped with the package, so no chapter ever retrains them.
+
+Each entry has a recipe (`TrainConfig`, seed included); ``python -m minicompress.zoo train
+NAME`` trains it on Fashion-MNIST and writes ``weights/NAME.pt`` (the state dict) and
+``weights/NAME.json`` (recipe, test accuracy, SHA-256 of the weights, torch version,
+machine). `pretrained` checks the SHA-256 and loads with ``torch.load(weights_only=True)``,
+which refuses to unpickle code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from minicompress.data import fashion_mnist
+from minicompress.measure import count_parameters, machine
+from minicompress.models import LeNet5, LeNet300100
+from minicompress.train import TrainConfig, evaluate, fit
+
+__all__ = ["RECIPES", "Recipe", "build", "info", "names", "pretrained", "train"]
+
+WEIGHTS = Path(__file__).parent / "weights"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a baseline is made: its architecture and its training configuration."""
+
+    build: Callable[[], nn.Module]
+    config: TrainConfig
+    description: str
+
+
+RECIPES: dict[str, Recipe] = {
+    "lenet300": Recipe(
+        LeNet300100,
+        TrainConfig(epochs=40, lr=0.05, batch_size=128, momentum=0.9, weight_decay=1e-4, seed=0),
+        "LeNet-300-100 (784-300-100-10 MLP), Han et al. 2015",
+    ),
+    "lenet5": Recipe(
+        LeNet5,
+        TrainConfig(epochs=25, lr=0.05, batch_size=128, momentum=0.9, weight_decay=5e-4, seed=0),
+        "LeNet-5 (Caffe LeNet: conv20-conv50-fc500-fc10), Han et al. 2015",
+    ),
+}
+
+
+def names() -> list[str]:
+    """The names `pretrained` accepts."""
+    return sorted(RECIPES)
+
+
+def _recipe(name: str) -> Recipe:
+    if name not in RECIPES:
+        raise ValueError(f"unknown model {name!r}; the zoo has {names()}")
+    return RECIPES[name]
+
+
+def build(name: str) -> nn.Module:
+    """A fresh, untrained model of the zoo entry ``name`` (initialised from its seed)."""
+    recipe = _recipe(name)
+    torch.manual_seed(recipe.config.seed)
+    return recipe.build()
+
+
+def info(name: str, weights_dir: Path = WEIGHTS) -> dict:
+    """The record stored next to the weights: recipe, test accuracy, SHA-256, versions."""
+    _recipe(name)
+    path = Path(weights_dir) / f"{name}.json"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} is missing: train it with `python -m minicompress.zoo train {name}`"
+        )
+    return json.loads(path.read_text())
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def pretrained(name: str, weights_dir: Path = WEIGHTS) -> nn.Module:
+    """The trained baseline ``name`` in eval mode, loaded safely (``weights_only=True``).
+
+    Raises `ValueError` if the weights file does not match the SHA-256 recorded when it was
+    trained (a corrupted or replaced file).
+    """
+    record = info(name, weights_dir)
+    path = Path(weights_dir) / f"{name}.pt"
+    if _sha256(path) != record["sha256"]:
+        raise ValueError(
+            f"{path}: SHA-256 does not match {path.with_suffix('.json').name}; the file is "
+            f"corrupt or was replaced. Retrain with `python -m minicompress.zoo train {name}`."
+        )
+    model = _recipe(name).build()
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return model.eval()
+
+
+def train(name: str, weights_dir: Path = WEIGHTS, progress: bool = True) -> dict:
+    """Train ``name`` from its recipe on Fashion-MNIST, save weights and record; return it."""
+    recipe = _recipe(name)
+    weights_dir = Path(weights_dir)
+    weights_dir.mkdir(parents=True, exist_ok=True)
+    model = build(name)
+    train_x, train_y = fashion_mnist("train")
+    test_x, test_y = fashion_mnist("test")
+    start = time.perf_counter()
+    losses = fit(model, train_x, train_y, recipe.config, progress=progress)
+    seconds = time.perf_counter() - start
+    path = weights_dir / f"{name}.pt"
+    torch.save(model.state_dict(), path)
+    accuracy = evaluate(model, test_x, test_y)
+    record = {
+        "name": name,
+        "description": recipe.description,
+        "model": type(model).__name__,
+        "parameters": count_parameters(model),
+        "data": "Fashion-MNIST train (60000), no augmentation; accuracy on test (10000)",
+        "recipe": recipe.config.to_dict(),
+        "final_train_loss": round(losses[-1], 6) if losses else None,
+        "test_accuracy": accuracy,
+        "test_correct": round(accuracy * len(test_y)),
+        "sha256": _sha256(path),
+        "torch": torch.__version__,
+        "machine": machine(),
+        "train_seconds": round(seconds, 1),
+    }
+    path.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
+    return record
