@@ -132,7 +132,7 @@ def fit(
     Minimises ``loss_fn(model, x, y)`` (default: cross-entropy of ``model(x)`` against
     ``y``) over shuffled batches. ``after_step(model)`` is called under ``torch.no_grad()``
     after every optimizer step. Shuffling and any randomness in the model are seeded from
-    ``config.seed``.
+    ``config.seed``. The model is trained in train mode and left in eval mode.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
