@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 BOOK_FLAGS := -W -n --keep-going
 NBVAL_FLAGS := --nbval --nbval-current-env --nbval-sanitize-with nbval_sanitize.cfg
 
-.PHONY: setup data book test lint unit notebooks build-book lab serve clean
+.PHONY: setup data book test lint unit notebooks assets build-book browser lab serve clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -23,17 +23,23 @@ data: setup  ## check Fashion-MNIST is installed (DOWNLOAD=1 fetches it via torc
 
 book: setup data build-book  ## build the website into _build/html
 
-build-book:
+assets:  ## copy MathJax into _offline_static/ so the site needs no network
+	$(BIN)/python tools/offline_assets.py
+
+build-book: assets
 	$(BIN)/jupyter-book build . $(BOOK_FLAGS)
 
-test: setup data lint unit notebooks build-book  ## everything CI runs
+browser:  ## open every built page in headless Chromium, network blocked (needs `chromium`)
+	$(BIN)/python -m pytest tests/browser
+
+test: setup data lint unit notebooks build-book browser  ## everything CI runs
 
 lint:
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
 unit:
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests --ignore=tests/browser
 
 notebooks:  ## execute every notebook and compare with its stored outputs
 	$(BIN)/python -m pytest $(NBVAL_FLAGS) book
@@ -45,5 +51,5 @@ serve:  ## serve the built website on http://localhost:8000
 	$(BIN)/python -m http.server --directory _build/html 8000
 
 clean:  ## remove builds and caches (keeps .venv; `rm -rf .venv` for a full reset)
-	rm -rf _build .pytest_cache .ruff_cache .hypothesis
+	rm -rf _build _offline_static .pytest_cache .ruff_cache .hypothesis
 	find . -name __pycache__ -not -path './.venv/*' -prune -exec rm -rf {} +

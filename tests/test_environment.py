@@ -49,3 +49,42 @@ def test_environment_installs_the_package_itself():
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
     assert "-e ." in pip
+
+
+def notebook_imports() -> set[str]:
+    """Top-level modules imported by any code cell of any notebook in book/."""
+    import ast
+
+    import nbformat
+
+    modules = set()
+    for path in (ROOT / "book").rglob("*.ipynb"):
+        for cell in nbformat.read(path, as_version=4).cells:
+            if cell.cell_type != "code":
+                continue
+            source = "\n".join(
+                line
+                for line in cell.source.splitlines()
+                if not line.lstrip().startswith(("%", "!"))
+            )
+            for node in ast.walk(ast.parse(source)):
+                if isinstance(node, ast.Import):
+                    modules |= {alias.name.split(".")[0] for alias in node.names}
+                elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                    modules.add(node.module.split(".")[0])
+    return modules
+
+
+def test_environment_names_every_package_the_notebooks_import():
+    import sys
+    from importlib.metadata import packages_distributions
+
+    provided_by = packages_distributions()
+    listed = set(environment_requirements())
+    modules = notebook_imports() - set(sys.stdlib_module_names) - {"minicompress"}
+    assert {"torch", "matplotlib"} <= modules  # the scan found the notebooks' imports
+    for module in sorted(modules):
+        dists = {split(d)[0] for d in provided_by.get(module, [])}
+        assert dists & listed, (
+            f"notebooks import {module!r} but environment.yml lists none of {dists}"
+        )

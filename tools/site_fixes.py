@@ -1,0 +1,47 @@
+"""A local Sphinx extension (loaded via `local_extensions` in `_config.yml`) that fixes two
+console errors of the Jupyter Book 1 theme stack, found by tests/browser/test_site.py:
+
+- sphinx-thebe and sphinx-togglebutton inline their configuration scripts twice on every
+  page, and the second ``const THEBE_JS_URL = ...`` throws "Identifier 'THEBE_JS_URL' has
+  already been declared": after the build, drop repeated identical inline scripts;
+- pydata-sphinx-theme logs "Got invalid theme mode" when no default mode is configured
+  (Jupyter Book sets none): use "auto", the theme's own fallback.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+_INLINE_SCRIPT = re.compile(r"^\s*<script>.*</script>\s*$")
+
+
+def _drop_repeated_inline_scripts(html: str) -> str:
+    seen, lines = set(), []
+    for line in html.split("\n"):
+        if _INLINE_SCRIPT.match(line):
+            if line.strip() in seen:
+                continue
+            seen.add(line.strip())
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def _fix_pages(app, exception) -> None:
+    if exception is not None or app.builder.format != "html":
+        return
+    for page in Path(app.outdir).rglob("*.html"):
+        text = page.read_text(encoding="utf-8")
+        fixed = _drop_repeated_inline_scripts(text)
+        if fixed != text:
+            page.write_text(fixed, encoding="utf-8")
+
+
+def _default_mode(app, config) -> None:
+    config.html_context.setdefault("default_mode", "auto")
+
+
+def setup(app):
+    app.connect("config-inited", _default_mode)
+    app.connect("build-finished", _fix_pages)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}
