@@ -18,6 +18,7 @@ against the reference and raise `LabCheckError` saying *what* is wrong.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 __all__ = ["LabCheckError", "export", "student_source"]
@@ -32,6 +33,27 @@ _MARKED = re.compile(
 
 class LabCheckError(AssertionError):
     """A student's function gave a wrong answer; the message says what and how to fix it."""
+
+
+def _call(fn: Callable, name: str, *args):
+    """Call the student's function, turning any exception into a message about it."""
+    try:
+        return fn(*args)
+    except NotImplementedError:
+        raise LabCheckError(
+            f"{name} is not written yet: replace `raise NotImplementedError()` with your code."
+        ) from None
+    except Exception as err:
+        hint = ""
+        if isinstance(err, RuntimeError) and "ambiguous" in str(err):
+            hint = (
+                " A comparison of a whole tensor cannot be a Python `if`: compute the mask "
+                "elementwise, e.g. `weight.abs() >= t` (course erratum 4)."
+            )
+        elif isinstance(err, TypeError) and "keyword" in str(err):
+            hint = " Check the argument names of the function you call (course erratum 6)."
+        detail = str(err).rstrip(".")
+        raise LabCheckError(f"{name} raised {type(err).__name__}: {detail}.{hint}") from err
 
 
 def student_source(source: str) -> str:

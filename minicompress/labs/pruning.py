@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from minicompress import pruning as reference
-from minicompress.labs import LabCheckError
+from minicompress.labs import LabCheckError, _call
 from minicompress.models import MLP
 
 __all__ = [
@@ -24,27 +24,6 @@ __all__ = [
     "check_masked_fine_tune",
     "check_pruning_rate",
 ]
-
-
-def _call(fn: Callable, name: str, *args):
-    """Call the student's function, turning any exception into a message about it."""
-    try:
-        return fn(*args)
-    except NotImplementedError:
-        raise LabCheckError(
-            f"{name} is not written yet: replace `raise NotImplementedError()` with your code."
-        ) from None
-    except Exception as err:
-        hint = ""
-        if isinstance(err, RuntimeError) and "ambiguous" in str(err):
-            hint = (
-                " A comparison of a whole tensor cannot be a Python `if`: compute the mask "
-                "elementwise, e.g. `weight.abs() >= t` (course erratum 4)."
-            )
-        elif isinstance(err, TypeError) and "keyword" in str(err):
-            hint = " Check the argument names of the function you call (course erratum 6)."
-        detail = str(err).rstrip(".")
-        raise LabCheckError(f"{name} raised {type(err).__name__}: {detail}.{hint}") from err
 
 
 def _check_mask_type(mask: object, like: Tensor, name: str) -> Tensor:
