@@ -6,7 +6,11 @@ One module per idea, each implementing what one chapter derives:
 - `minicompress.models`: LeNet-300-100, LeNet-5, MLP;
 - `minicompress.train`: one seeded training loop and evaluation;
 - `minicompress.measure`: parameters, bits, bytes, MACs, latency, `Report`;
-- `minicompress.zoo`: the trained baselines every chapter starts from.
+- `minicompress.zoo`: the trained baselines every chapter starts from;
+- `minicompress.pruning`, `quantization`, `sharing`, `coding`, `storage`, `binarization`,
+  `distillation`: one module per technique, each implementing what its chapter derives;
+- `minicompress.backends`: the int8 runtimes the quantization chapter measures;
+- `minicompress.labs`: the checkers behind the classroom labs.
 
 Submodules load on first use (``minicompress.zoo`` works after ``import minicompress``),
 so ``python -m minicompress.data`` does not import the module twice.
@@ -14,7 +18,22 @@ so ``python -m minicompress.data`` does not import the module twice.
 
 import importlib
 
-__all__ = ["data", "measure", "models", "train", "zoo"]
+__all__ = [
+    "backends",
+    "binarization",
+    "coding",
+    "data",
+    "distillation",
+    "labs",
+    "measure",
+    "models",
+    "pruning",
+    "quantization",
+    "sharing",
+    "storage",
+    "train",
+    "zoo",
+]
 __version__ = "0.1.0"
 
 

@@ -313,3 +313,54 @@ def test_model_helpers_reject_bad_arguments():
         post_training_quantize(model, {"fc1": (0.0, 1.0)})
     with pytest.raises(ValueError, match="bits"):
         post_training_quantize(model, calibrate(model, x), weight_bits=1)
+
+
+def _mse(x: torch.Tensor, lo: float, hi: float, bits: int, symmetric: bool) -> float:
+    qp = calc_qparams(torch.tensor([lo, hi]), bits=bits, symmetric=symmetric)
+    return float(((dequantize(quantize(x, qp), qp) - x) ** 2).mean())
+
+
+@pytest.mark.parametrize("bits, symmetric", [(4, True), (3, True), (4, False)])
+def test_mse_clip_range_beats_min_max_and_any_other_fraction(bits, symmetric):
+    from minicompress.quantization import mse_clip_range
+
+    x = data(0, shape=(5000,), shift=0.0)  # Gaussian: long tails, so clipping pays at 3–4 bits
+    if not symmetric:
+        x = x.abs()
+    lo, hi = mse_clip_range(x, bits=bits, symmetric=symmetric)
+    top = float(x.abs().max())
+    assert 0 < hi < 0.9 * top
+    best = _mse(x, lo, hi, bits, symmetric)
+    assert best < 0.8 * _mse(x, float(x.min()), float(x.max()), bits, symmetric)
+    for f in (0.3, 0.5, 0.7, 1.0):  # no other fraction of the range does better
+        assert best <= _mse(x, f * min(float(x.min()), 0.0), f * top, bits, symmetric) + 1e-9
+
+
+def test_mse_calibration_clips_activation_ranges():
+    from minicompress.quantization import calibrate, mse_clip_range
+
+    model, x, _ = _small_model_and_data()
+    minmax, mse = calibrate(model, x), calibrate(model, x, method="mse", bits=4)
+    assert mse["fc2"][0] == 0.0 and 0 < mse["fc2"][1] <= minmax["fc2"][1]
+    with pytest.raises(ValueError, match="steps"):
+        mse_clip_range(x, bits=4, steps=0)
+    with pytest.raises(ValueError, match="bits"):
+        calibrate(model, x, method="mse", bits=0)
+
+
+def test_packed_bytes_counts_bits_scales_and_biases():
+    from minicompress.measure import size_in_bits
+    from minicompress.models import LeNet300100
+    from minicompress.quantization import packed_bytes
+
+    model = LeNet300100()
+    weights = 784 * 300 + 300 * 100 + 100 * 10
+    biases, channels = 300 + 100 + 10, 300 + 100 + 10
+    assert packed_bytes(model, 8) == weights + 4 * channels + 4 * biases
+    assert packed_bytes(model, 4, per_channel=False) == weights // 2 + 4 * 3 + 4 * biases
+    assert (
+        packed_bytes(model, 3) == sum(-(-n * 3 // 8) for n in (235200, 30000, 1000)) + 8 * channels
+    )
+    assert packed_bytes(model, 16) < size_in_bits(model) // 8
+    with pytest.raises(ValueError, match="bits"):
+        packed_bytes(model, 1)

@@ -1,0 +1,226 @@
+"""Knowledge distillation: train a small student on a large teacher's softened outputs.
+
+Chapter "Knowledge distillation" derives each piece:
+
+- softmax with temperature, p_i = exp(v_i / T) / Σ_j exp(v_j / T) (`soft_targets`): T > 1
+  flattens the distribution and exposes how the teacher ranks the wrong classes;
+- the loss  α·T²·KL(p_T^teacher ‖ p_T^student) + (1 − α)·CE(y, p_1^student)  (`kd_loss`),
+  whose soft part has gradient  α·T·(q_i − p_i)/N  with respect to a student logit z_i
+  (q = student, p = teacher, both at temperature T, N examples): without the T² the
+  soft-target gradients shrink as 1/T² and the hard term drowns them;
+- at high temperature with zero-mean logits, q_i − p_i ≈ (z_i − v_i)/(C·T) for C classes,
+  so the soft gradient tends to α·(z_i − v_i)/(C·N): distillation becomes logit matching;
+- the training loop (`distill`), with the teacher's logits computed once (`teacher_logits`),
+  and the share of the teacher–student gap it closes (`gap_closed`).
+
+The teacher's output is the student's *target*, never its input, and the student's own
+output must appear in the loss (course erratum 10).
+
+References: Hinton, Vinyals, Dean (2015), *Distilling the Knowledge in a Neural Network*.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from minicompress.train import TrainConfig, fit, predict
+
+__all__ = ["distill", "gap_closed", "kd_loss", "soft_targets", "teacher_logits"]
+
+
+def _describe(x: object) -> str:
+    return f"tensor of dtype {x.dtype}" if isinstance(x, Tensor) else type(x).__name__
+
+
+def _check_logits(logits: object, what: str) -> Tensor:
+    if not isinstance(logits, Tensor) or not logits.is_floating_point():
+        raise TypeError(f"{what} must be a floating-point tensor, got {_describe(logits)}")
+    if logits.ndim != 2 or logits.shape[0] == 0 or logits.shape[1] < 2:
+        raise ValueError(
+            f"{what} must have shape (N, C) with N >= 1 examples and C >= 2 classes, "
+            f"got {tuple(logits.shape)}"
+        )
+    if not torch.isfinite(logits).all():
+        raise ValueError(f"{what} contain NaN or inf")
+    return logits
+
+
+def _check_temperature(temperature: object) -> float:
+    if isinstance(temperature, bool) or not isinstance(temperature, int | float):
+        raise TypeError(f"temperature must be a number, got {type(temperature).__name__}")
+    if not math.isfinite(temperature) or temperature <= 0:
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
+    return float(temperature)
+
+
+def _check_alpha(alpha: object) -> float:
+    if isinstance(alpha, bool) or not isinstance(alpha, int | float):
+        raise TypeError(f"alpha must be a number, got {type(alpha).__name__}")
+    if not 0 <= alpha <= 1:  # also False for NaN
+        raise ValueError(f"alpha must be in [0, 1] (the weight of the soft term), got {alpha}")
+    return float(alpha)
+
+
+def _check_targets(targets: object, n: int, classes: int) -> Tensor:
+    if not isinstance(targets, Tensor) or targets.dtype != torch.int64:
+        raise TypeError(f"targets must be an int64 tensor of class indices, got "
+                        f"{_describe(targets)}")  # fmt: skip
+    if targets.shape != (n,):
+        raise ValueError(f"targets must have shape ({n},), got {tuple(targets.shape)}")
+    if int(targets.min()) < 0 or int(targets.max()) >= classes:
+        raise ValueError(
+            f"targets must be class indices in [0, {classes - 1}], got values from "
+            f"{int(targets.min())} to {int(targets.max())}"
+        )
+    return targets
+
+
+def soft_targets(logits: Tensor, temperature: float) -> Tensor:
+    """Softmax with temperature over the last dimension (§ "Softmax with temperature"):
+    ``p_i = exp(v_i / T) / Σ_j exp(v_j / T)``.
+
+    T = 1 is the ordinary softmax; T → ∞ tends to the uniform distribution, T → 0 to the
+    one-hot of the largest logit.
+    """
+    if not isinstance(logits, Tensor) or not logits.is_floating_point():
+        raise TypeError(f"logits must be a floating-point tensor, got {_describe(logits)}")
+    if logits.ndim == 0 or logits.numel() == 0:
+        raise ValueError(f"logits must be a non-empty tensor (..., C), got {tuple(logits.shape)}")
+    if not torch.isfinite(logits).all():
+        raise ValueError("logits contain NaN or inf")
+    return torch.softmax(logits / _check_temperature(temperature), dim=-1)
+
+
+def kd_loss(
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    targets: Tensor | None,
+    temperature: float,
+    alpha: float,
+) -> Tensor:
+    """The distillation loss of Hinton et al. (2015) (§ "The distillation loss"):
+
+    ``α·T²·KL(p_T ‖ q_T) + (1 − α)·CE(y, q_1)``,  with p_T = softmax(v / T) the teacher's
+    and q_T = softmax(z / T) the student's distribution, the KL summed over classes and
+    averaged over the batch (PyTorch's ``reduction="batchmean"``), the cross-entropy at
+    T = 1 averaged over the batch.
+
+    The T² keeps the soft term's gradient, α·T·(q_i − p_i)/N, on the same scale as the hard
+    term's when T changes (§ "Why T²"). ``alpha=1`` gives the soft term only, and then
+    ``targets`` may be None. No gradient flows into ``teacher_logits``.
+    """
+    student_logits = _check_logits(student_logits, "student_logits")
+    teacher_logits = _check_logits(teacher_logits, "teacher_logits")
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(
+            f"student_logits {tuple(student_logits.shape)} and teacher_logits "
+            f"{tuple(teacher_logits.shape)} must have the same shape (N, C): one row per "
+            "example, one column per class, for both networks"
+        )
+    temperature, alpha = _check_temperature(temperature), _check_alpha(alpha)
+    n, classes = student_logits.shape
+    if targets is None:
+        if alpha != 1:
+            raise ValueError(f"targets may be None only for alpha = 1 (soft term only), got "
+                             f"alpha = {alpha}")  # fmt: skip
+    else:
+        targets = _check_targets(targets, n, classes)
+    log_q = F.log_softmax(student_logits / temperature, dim=1)
+    log_p = F.log_softmax(teacher_logits.detach() / temperature, dim=1)
+    # Σ_i p_i (log p_i − log q_i) per example, averaged over the N examples
+    soft = F.kl_div(log_q, log_p, reduction="batchmean", log_target=True)
+    loss = alpha * temperature**2 * soft
+    if alpha < 1:
+        loss = loss + (1 - alpha) * F.cross_entropy(student_logits, targets)
+    return loss
+
+
+def teacher_logits(teacher: nn.Module, images: Tensor, batch_size: int = 1000) -> Tensor:
+    """The teacher's logits for ``images``, shape (N, C), computed once in eval mode
+    without gradients (§ "Caching the teacher").
+
+    Without data augmentation the teacher sees the same images every epoch, so one pass
+    replaces one per epoch. The result is an ordinary tensor (not an inference tensor),
+    usable as a loss target.
+    """
+    if not isinstance(teacher, nn.Module):
+        raise TypeError(f"teacher must be a torch.nn.Module, got {type(teacher).__name__}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    return predict(teacher, images, batch_size).clone()  # clone: leave inference mode
+
+
+def distill(
+    student: nn.Module,
+    teacher: nn.Module | Tensor,
+    images: Tensor,
+    labels: Tensor,
+    config: TrainConfig,
+    temperature: float = 4.0,
+    alpha: float = 0.9,
+    *,
+    progress: bool = True,
+) -> list[float]:
+    """Train ``student`` in place on `kd_loss` against ``teacher``; return the mean loss of
+    each epoch (§ "Training the student").
+
+    ``teacher`` is a trained model (its logits on ``images`` are computed once, in eval mode
+    without gradients, by `teacher_logits`) or those logits already computed, a float
+    tensor of shape (N, C) whose row k belongs to ``images[k]``. Training is
+    `minicompress.train.fit` with the same seeding: the same config gives the same student.
+    """
+    if not isinstance(student, nn.Module):
+        raise TypeError(f"student must be a torch.nn.Module, got {type(student).__name__}")
+    if teacher is student:
+        raise ValueError("the teacher and the student are the same model; distillation trains "
+                         "a separate student on the teacher's outputs")  # fmt: skip
+    if isinstance(teacher, nn.Module):
+        cached = teacher_logits(teacher, images)
+    elif isinstance(teacher, Tensor):
+        cached = _check_logits(teacher, "teacher logits").detach()
+        if not isinstance(images, Tensor) or len(cached) != len(images):
+            raise ValueError(
+                f"the teacher's logits have {len(cached)} rows but there are "
+                f"{len(images) if isinstance(images, Tensor) else '?'} images; "
+                "row k must be the teacher's output for images[k]"
+            )
+    else:
+        raise TypeError(f"teacher must be a torch.nn.Module or a tensor of its logits, got "
+                        f"{type(teacher).__name__}")  # fmt: skip
+    temperature, alpha = _check_temperature(temperature), _check_alpha(alpha)
+    labels = _check_targets(labels, len(cached), cached.shape[1])
+    # fit shuffles the batches and hands loss_fn (images[idx], labels[idx]): passing the
+    # example indices as the "labels" lets each batch find its targets and teacher logits.
+    index = torch.arange(len(cached))
+
+    def loss_fn(model: nn.Module, x: Tensor, idx: Tensor) -> Tensor:
+        return kd_loss(model(x), cached[idx], labels[idx], temperature, alpha)
+
+    return fit(student, images, index, config, loss_fn=loss_fn, progress=progress)
+
+
+def gap_closed(scratch: float, distilled: float, teacher: float) -> float:
+    """The share of the teacher–student gap that distillation closes (§ "The experiment"):
+    ``(distilled − scratch) / (teacher − scratch)``, from accuracies (or any score where
+    higher is better).
+
+    0 means no better than training the student alone, 1 as good as the teacher; negative
+    values mean distillation hurt. Hinton et al.'s MNIST student: 146 → 74 errors against
+    the teacher's 67, (146 − 74)/(146 − 67) ≈ 0.91.
+    """
+    values = {"scratch": scratch, "distilled": distilled, "teacher": teacher}
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+        if not math.isfinite(value):
+            raise ValueError(f"{name} must be finite, got {value}")
+    if teacher <= scratch:
+        raise ValueError(
+            f"the teacher ({teacher}) must score higher than the student trained from scratch "
+            f"({scratch}); otherwise there is no gap to close"
+        )
+    return (distilled - scratch) / (teacher - scratch)
