@@ -35,6 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from minicompress.quantization import _check_axis  # the same rule for "per channel" everywhere
+
 __all__ = [
     "BinaryConnectLinear",
     "BinaryMLP",
@@ -110,16 +112,6 @@ def binarize_ste(w: Tensor) -> Tensor:
     if not isinstance(w, Tensor) or not w.is_floating_point():
         raise TypeError(f"w must be a floating-point tensor, got {_describe(w)}")
     return _SignSTE.apply(w)
-
-
-def _check_axis(axis: int | None, ndim: int) -> int | None:
-    if axis is None:
-        return None
-    if isinstance(axis, bool) or not isinstance(axis, int):
-        raise TypeError(f"axis must be an int or None, got {type(axis).__name__}")
-    if not -ndim <= axis < ndim:
-        raise ValueError(f"axis {axis} is out of range for a tensor with {ndim} dimensions")
-    return axis % ndim
 
 
 def xnor_scale(w: Tensor, axis: int | None = None) -> Tensor:
