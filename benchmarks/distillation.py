@@ -64,27 +64,26 @@ def main(recipe: dict) -> dict:
     seeds = recipe["seeds"]
     results, times = {}, []
     for name, hidden in recipe["students"].items():
-        scratch = []
-        for seed in seeds:
+
+        def trained(seed: int, train, hidden: tuple = hidden) -> float:
+            """Test accuracy of a fresh student trained by ``train(model, config)``."""
             config = TrainConfig(epochs=recipe["epochs"], lr=recipe["lr"],
                                  batch_size=recipe["batch_size"], seed=seed)  # fmt: skip
             model = student(hidden, seed)
             start = time.perf_counter()
-            fit(model, x, y, config, progress=False)
+            train(model, config)
             times.append(time.perf_counter() - start)
-            scratch.append(evaluate(model, test_x, test_y))
+            return evaluate(model, test_x, test_y)
+
+        scratch = [trained(seed, lambda m, c: fit(m, x, y, c, progress=False)) for seed in seeds]
         settings = []
         for temperature in recipe["temperatures"]:
             for alpha in recipe["alphas"]:
-                accs = []
-                for seed in seeds:
-                    config = TrainConfig(epochs=recipe["epochs"], lr=recipe["lr"],
-                                         batch_size=recipe["batch_size"], seed=seed)  # fmt: skip
-                    model = student(hidden, seed)
-                    start = time.perf_counter()
-                    distill(model, cached, x, y, config, temperature, alpha, progress=False)
-                    times.append(time.perf_counter() - start)
-                    accs.append(evaluate(model, test_x, test_y))
+                accs = [
+                    trained(seed, lambda m, c, t=temperature, a=alpha: distill(
+                        m, cached, x, y, c, t, a, progress=False))
+                    for seed in seeds
+                ]  # fmt: skip
                 gaps = [gap_closed(s, d, teacher_acc) for s, d in zip(scratch, accs, strict=True)]
                 settings.append({
                     "temperature": temperature, "alpha": alpha, "accuracy": summary(accs),
