@@ -8,7 +8,8 @@ STAMP := $(VENV)/.installed
 BOOK_FLAGS := -W -n --keep-going
 NBVAL_FLAGS := --nbval --nbval-current-env --nbval-sanitize-with nbval_sanitize.cfg
 
-.PHONY: setup data book test lint unit notebooks assets build-book browser lab serve clean
+.PHONY: setup data fetch-data book test lint unit notebooks notebooks-other-numerics assets \
+	build-book browser lab serve clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +22,10 @@ setup: $(STAMP)  ## create .venv and install the package, torch and the tools
 data: setup  ## check Fashion-MNIST is installed (DOWNLOAD=1 fetches it via torchvision)
 	$(BIN)/python -m minicompress.data $(if $(DOWNLOAD),--download,)
 
-book: setup data build-book  ## build the website into _build/html
+fetch-data: setup  ## find Fashion-MNIST, or download it once into the user cache (needs internet)
+	$(BIN)/python -m minicompress.data --download
+
+book: setup build-book  ## build the website into _build/html (stored outputs: no data needed)
 
 assets:  ## copy MathJax into _offline_static/ so the site needs no network
 	$(BIN)/python tools/offline_assets.py
@@ -32,7 +36,7 @@ build-book: assets
 browser:  ## open every built page in headless Chromium, network blocked (needs `chromium`)
 	$(BIN)/python -m pytest tests/browser
 
-test: setup data lint unit notebooks build-book browser  ## everything CI runs
+test: setup fetch-data lint unit notebooks build-book browser  ## everything CI runs
 
 lint:
 	$(BIN)/ruff check .

@@ -238,14 +238,30 @@ def mnist(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m minicompress.data [--download] [--root DIR]``: report where the data is."""
+    """``python -m minicompress.data [--download] [--root DIR]``: report where the data is.
+
+    With ``--download``, a missing Fashion-MNIST is fetched once through torchvision (with
+    its progress bar) into the user cache; without internet the command prints where it
+    looked and the other ways to get the data, and exits with status 1.
+    """
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--root", default=None, help="a folder to search first")
     parser.add_argument("--download", action="store_true", help="download if not found")
     args = parser.parse_args(argv)
     try:
         for split in _FILES:
-            images, _ = fashion_mnist(split, root=args.root, download=args.download)
+            try:
+                images, _ = fashion_mnist(split, root=args.root)
+            except DataNotFoundError as missing:
+                if not args.download:
+                    raise
+                print("Fashion-MNIST is not installed: downloading it once through torchvision")
+                try:
+                    images, _ = fashion_mnist(split, root=args.root, download=True)
+                except Exception as err:  # no network, a proxy, a mirror down: say so, and how else
+                    raise DataNotFoundError(
+                        f"the download failed ({type(err).__name__}: {err}).\n{missing}"
+                    ) from err
             print(f"fashion-mnist {split}: {len(images)} images from {locate(split, args.root)[0]}")
     except (DataNotFoundError, ValueError) as err:
         print(err, file=sys.stderr)

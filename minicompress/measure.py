@@ -29,10 +29,11 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor, nn
 
-from minicompress.train import evaluate
+from minicompress.train import evaluate, predict
 
 __all__ = [
     "Latency",
+    "PairedDifference",
     "Report",
     "compression_ratio",
     "count_macs",
@@ -42,9 +43,11 @@ __all__ = [
     "layer_summary",
     "machine",
     "measure_latency",
+    "paired_difference",
     "plot_reports",
     "results_table",
     "serialized_size",
+    "simd_extensions",
     "size_in_bits",
     "sparsity",
 ]
@@ -255,12 +258,65 @@ def measure_latency(
 _SIMD = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimd", "sve")
 
 
-def machine() -> str:
-    """One line naming the CPU, its vector extensions, cores, torch version and threads.
+@dataclass(frozen=True)
+class PairedDifference:
+    """Accuracy of model a minus accuracy of model b on the same n test images.
 
-    The vector extensions matter: int8 kernels are several times faster with AVX-512 VNNI
-    (or AMX) than with AVX2 alone, so a quantization speed-up means little without them.
+    ``only_a``: images a classifies correctly and b does not; ``only_b``: the reverse.
     """
+
+    only_a: int
+    only_b: int
+    n: int
+
+    @property
+    def difference(self) -> float:
+        """d = (only_a − only_b) / n, the difference of the two accuracies."""
+        return (self.only_a - self.only_b) / self.n
+
+    @property
+    def standard_error(self) -> float:
+        """SE(d) = √(only_a + only_b − (only_a − only_b)²/n) / n, from the paired outcomes."""
+        discordant, gap = self.only_a + self.only_b, self.only_a - self.only_b
+        return math.sqrt(max(discordant - gap * gap / self.n, 0.0)) / self.n
+
+    @property
+    def z(self) -> float:
+        """McNemar's statistic (only_a − only_b) / √(only_a + only_b); 0 when no image differs."""
+        discordant = self.only_a + self.only_b
+        return (self.only_a - self.only_b) / math.sqrt(discordant) if discordant else 0.0
+
+    @property
+    def p_value(self) -> float:
+        """Two-sided p-value of McNemar's test (normal approximation): erfc(|z| / √2)."""
+        return math.erfc(abs(self.z) / math.sqrt(2))
+
+
+def paired_difference(
+    model_a: nn.Module, model_b: nn.Module, images: Tensor, labels: Tensor
+) -> PairedDifference:
+    """Compare two models on the *same* test images (chapter "Measuring a model",
+    § "Accuracy, and how precisely we know it").
+
+    Only the images on which the two disagree carry information about which is better, so
+    the difference d = (only_a − only_b)/n has the standard error
+    √(only_a + only_b − (only_a − only_b)²/n) / n — much smaller than the √2 · SE of two
+    independent test sets when the models mostly agree — and McNemar's test asks whether
+    only_a and only_b differ by more than chance.
+    """
+    _check_module(model_a)
+    _check_module(model_b)
+    right_a = predict(model_a, images).argmax(1) == labels
+    right_b = predict(model_b, images).argmax(1) == labels
+    return PairedDifference(
+        only_a=int((right_a & ~right_b).sum()),
+        only_b=int((~right_a & right_b).sum()),
+        n=len(labels),
+    )
+
+
+def _cpu() -> tuple[str, set[str]]:
+    """The CPU's name and its feature flags, read from /proc/cpuinfo (empty set elsewhere)."""
     cpu, flags = platform.processor() or platform.machine(), set()
     try:
         with open("/proc/cpuinfo") as f:
@@ -271,6 +327,26 @@ def machine() -> str:
                     flags = set(line.split(":", 1)[1].split())
     except OSError:
         pass
+    return cpu, flags
+
+
+def simd_extensions() -> set[str]:
+    """The vector extensions among avx2, avx512f, avx512_vnni, avx_vnni, amx_int8, asimd, sve
+    that this CPU reports (an empty set where /proc/cpuinfo is not available, e.g. macOS).
+
+    Chapters state hardware facts conditionally on this: e.g. x86 int8 kernels saturate
+    int16 pairs without VNNI (chapter "Quantization", § "Integer-only inference").
+    """
+    return {f for f in _SIMD if f in _cpu()[1]}
+
+
+def machine() -> str:
+    """One line naming the CPU, its vector extensions, cores, torch version and threads.
+
+    The vector extensions matter: int8 kernels are several times faster with AVX-512 VNNI
+    (or AMX) than with AVX2 alone, so a quantization speed-up means little without them.
+    """
+    cpu, flags = _cpu()
     simd = "/".join(f for f in _SIMD if f in flags) or "unknown SIMD"
     return (
         f"{cpu} ({simd}), {os.cpu_count()} cores, torch {torch.__version__}, "

@@ -10,7 +10,9 @@ Chapter "Quantization" derives each piece:
 - `fake_quantize`: r̂ in the forward pass with the straight-through estimator in the
   backward pass (gradient 1 inside the range, 0 where clamped) — Bengio et al. 2013;
 - `quantize_multiplier`: the fixed-point form m = m0 · 2^−(31 + shift) of a real
-  multiplier, as integer-only inference requires (Jacob et al. 2018).
+  multiplier, as integer-only inference requires (Jacob et al. 2018);
+- `QuantizedLinear`: that inference for one layer, and `int16_pair_dot`, the accumulator
+  of x86 AVX2 int8 kernels, whose pairs of products saturate to int16.
 
 Rounding is half to even, and r / S is computed as r · (1/S) in float32, exactly as
 PyTorch's ``quantize_per_tensor``/``fake_quantize_per_tensor_affine`` do, so results agree
@@ -36,6 +38,7 @@ __all__ = [
     "calibrate",
     "dequantize",
     "fake_quantize",
+    "int16_pair_dot",
     "integer_range",
     "mse_clip_range",
     "packed_bytes",
@@ -278,6 +281,31 @@ def requantize(acc: Tensor, m0: Tensor, shift: Tensor) -> Tensor:
     return torch.bitwise_right_shift(acc.to(torch.int64) * m0.to(torch.int64) + half, total)
 
 
+def int16_pair_dot(q_x: Tensor, q_w: Tensor) -> Tensor:
+    """Σ_k q_x,k · q_w,ik as AVX2's ``vpmaddubsw`` computes it: pairs saturated to int16.
+
+    The instruction multiplies uint8 × int8 and adds *adjacent* products into an int16 with
+    saturation, sat16(q_x,2j q_w,2j + q_x,2j+1 q_w,2j+1); a second instruction sums those in
+    int32. A pair can reach 2 · 255 · 127 = 64,770 > 2^15 − 1, so 8-bit inputs can saturate
+    and 7-bit inputs (2 · 127 · 127 = 32,258) cannot (§ "Integer-only inference").
+    ``q_x`` is uint8 of shape (N, K), ``q_w`` int8 of shape (M, K); returns int32 (N, M).
+    VNNI's ``vpdpbusd`` and ARM's kernels accumulate in int32 and do not saturate.
+    """
+    if q_x.dtype != torch.uint8 or q_w.dtype != torch.int8:
+        raise TypeError(
+            f"int16_pair_dot takes uint8 q_x and int8 q_w, got {q_x.dtype}, {q_w.dtype}"
+        )
+    if q_x.ndim != 2 or q_w.ndim != 2 or q_x.shape[1] != q_w.shape[1]:
+        raise ValueError(
+            f"q_x (N, K) and q_w (M, K) must share K, got {tuple(q_x.shape)}, {tuple(q_w.shape)}"
+        )
+    x, w = q_x.to(torch.int32), q_w.to(torch.int32)
+    acc = torch.zeros(x.shape[0], w.shape[0], dtype=torch.int32)
+    for k in range(0, x.shape[1], 2):  # one pair of columns at a time: (N, 2) @ (2, M)
+        acc += torch.clamp(x[:, k : k + 2] @ w[:, k : k + 2].T, -(2**15), 2**15 - 1)
+    return acc
+
+
 class QuantizedLinear(nn.Module):
     """A Linear layer computed with integers only (Jacob et al. 2018, § "Integer-only inference").
 
@@ -287,15 +315,24 @@ class QuantizedLinear(nn.Module):
         acc = Σ_j (q_x,j − Z_x) · q_w,ij + q_b,i            (int32 accumulate)
         q_y = clamp(Z_y + requantize(acc, M_i), 0, 255),    M_i = S_x S_w,i / S_y
 
-    Equal to PyTorch's int8 ``torch.ao.nn.quantized.Linear`` within one step (PyTorch keeps
-    the bias in float and rescales in float with round-half-even; this layer rounds the bias
-    to int32 and rescales in fixed point).
+    Equal to PyTorch's int8 ``torch.ao.nn.quantized.Linear`` bit for bit on the qnnpack engine,
+    and within one step on the x86 engine when the input has at most 7 bits or the CPU has
+    VNNI (PyTorch keeps the bias in float and rescales in float with round-half-even; this layer
+    rounds the bias to int32 and rescales in fixed point). With 8-bit inputs, the x86 engine's
+    AVX2 kernel saturates pairs of products to int16; ``saturate_pairs=True`` computes the
+    accumulator that way (`int16_pair_dot`) and then matches that kernel within one step.
     """
 
     def __init__(
-        self, linear: nn.Linear, input_qp: QParams, output_qp: QParams, per_channel: bool = True
+        self,
+        linear: nn.Linear,
+        input_qp: QParams,
+        output_qp: QParams,
+        per_channel: bool = True,
+        saturate_pairs: bool = False,
     ) -> None:
         super().__init__()
+        self.saturate_pairs = bool(saturate_pairs)
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"linear must be an nn.Linear, got {type(linear).__name__}")
         for name, qp in (("input_qp", input_qp), ("output_qp", output_qp)):
@@ -323,8 +360,12 @@ class QuantizedLinear(nn.Module):
     def forward(self, q_x: Tensor) -> Tensor:
         if q_x.dtype != torch.uint8:
             raise TypeError(f"QuantizedLinear takes uint8 input (use quantize), got {q_x.dtype}")
-        x = q_x.to(torch.int32) - self.input_qp.zero_point.to(torch.int32)  # (N, in)
-        acc = x @ self.weight_q.to(torch.int32).T + self.bias_q  # (N, out), int32
+        weight = self.weight_q.to(torch.int32)  # (out, in)
+        z_x = self.input_qp.zero_point.to(torch.int32)
+        if self.saturate_pairs:  # Σ (q_x − Z_x) q_w = Σ q_x q_w − Z_x Σ q_w, as fbgemm splits it
+            acc = int16_pair_dot(q_x, self.weight_q) - z_x * weight.sum(1) + self.bias_q
+        else:
+            acc = (q_x.to(torch.int32) - z_x) @ weight.T + self.bias_q  # (N, out), int32
         q_y = requantize(acc, self.m0, self.shift) + self.output_qp.zero_point
         return torch.clamp(q_y, 0, 255).to(torch.uint8)
 
