@@ -6,7 +6,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 BOOK_FLAGS := -W -n --keep-going
-NBVAL_FLAGS := --nbval --nbval-current-env --nbval-sanitize-with nbval_sanitize.cfg
+NBVAL_FLAGS := --nbval --nbval-current-env --nbval-sanitize-with nbval_sanitize.cfg --durations=10
+# A second way to run the notebooks that changes floating-point results (PyTorch's scalar
+# kernels instead of AVX2/AVX-512 ones, one thread): stored outputs must not depend on either.
+OTHER_NUMERICS := ATEN_CPU_CAPABILITY=default OMP_NUM_THREADS=1
 
 .PHONY: setup data fetch-data book test lint unit notebooks notebooks-other-numerics assets \
 	build-book browser lab serve clean
@@ -47,6 +50,9 @@ unit:
 
 notebooks:  ## execute every notebook and compare with its stored outputs
 	$(BIN)/python -m pytest $(NBVAL_FLAGS) book
+
+notebooks-other-numerics:  ## the same under other kernels and one thread (CI runs it too)
+	$(OTHER_NUMERICS) $(BIN)/python -m pytest $(NBVAL_FLAGS) book
 
 lab: setup data  ## open the course in JupyterLab
 	$(BIN)/jupyter lab book
