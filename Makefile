@@ -8,7 +8,8 @@ STAMP := $(VENV)/.installed
 BOOK_FLAGS := -W -n --keep-going
 NBVAL_FLAGS := --nbval --nbval-current-env --nbval-sanitize-with nbval_sanitize.cfg --durations=10
 # A second way to run the notebooks that changes floating-point results (PyTorch's scalar
-# kernels instead of AVX2/AVX-512 ones, one thread): stored outputs must not depend on either.
+# kernels instead of AVX2/AVX-512 ones, one thread each): stored outputs must not depend on
+# either. Two notebooks run at a time (one per core), so the pass costs about half as long.
 OTHER_NUMERICS := ATEN_CPU_CAPABILITY=default OMP_NUM_THREADS=1
 
 .PHONY: setup data fetch-data book test lint unit notebooks notebooks-other-numerics assets \
@@ -52,7 +53,7 @@ notebooks:  ## execute every notebook and compare with its stored outputs
 	$(BIN)/python -m pytest $(NBVAL_FLAGS) book
 
 notebooks-other-numerics:  ## the same under other kernels and one thread (CI runs it too)
-	$(OTHER_NUMERICS) $(BIN)/python -m pytest $(NBVAL_FLAGS) book
+	$(OTHER_NUMERICS) $(BIN)/python -m pytest $(NBVAL_FLAGS) -n 2 --dist loadfile book
 
 lab: setup data  ## open the course in JupyterLab
 	$(BIN)/jupyter lab book
