@@ -323,7 +323,14 @@ def check_quantize_multiplier(fn: Callable[[float], tuple], seed: int = 0) -> No
     """Check ``fn(m) -> (m0, n)``: M = 2^−n · M0 with M0 ∈ [0.5, 1) stored as the integer
     m0 = round(M0 · 2^31) ∈ [2^30, 2^31), so M ≈ m0 · 2^−(31 + n)."""
     g = torch.Generator().manual_seed(seed + 4)
-    ms = [0.0027, 0.5, 0.75, 3.0e-5, *(torch.rand(5, generator=g) ** 4).tolist(), 1 - 2**-40]
+    ms = [
+        0.0027,
+        0.5,
+        0.75,
+        3.0e-5,
+        *(torch.rand(5, generator=g, dtype=torch.float64) ** 4).tolist(),
+        1 - 2**-40,
+    ]
     for m in ms:
         where = f"quantize_multiplier({m!r})"
         result = _call(fn, where, m)
@@ -353,7 +360,7 @@ def check_quantize_multiplier(fn: Callable[[float], tuple], seed: int = 0) -> No
                 f" m0 = {m0} is outside [2^30, 2^31): normalise first, M0 = M · 2^n ∈ "
                 "[0.5, 1) (math.frexp does it), so that m0 keeps 31 significant bits."
             )
-        elif n == want_n and abs(m0 - want_m0) == 1:
+        elif (n == want_n and abs(m0 - want_m0) == 1) or (m0, n) == (2**31 - 1, want_n - 1):
             hint = " Round M0 · 2^31 to the nearest integer; int() truncates."
         else:
             hint = ""
