@@ -167,12 +167,12 @@ def check_global_masks(fn: Callable[[dict, float], dict], seed: int = 0) -> None
     print(f"✓ global_magnitude_masks passed {len(sparsities)} randomized checks")
 
 
-def check_pruning_rate(fn: Callable[[Tensor, Tensor], float]) -> None:
+def check_pruning_rate(fn: Callable[[Tensor, Tensor], float], seed: int = 0) -> None:
     """Check ``fn(original, pruned) -> float``: the fraction of weights that are zero after
     pruning (zeros / weights), on the source blog's own example and on random ones."""
     original = torch.tensor([0.5, 1.2, 0.3, 0.8, 0.6, 1.5])
     pruned = torch.tensor([0.5, 0.0, 0.0, 0.8, 0.6, 1.5])  # the blog's "pruned" weights
-    g = torch.Generator().manual_seed(0)
+    g = torch.Generator().manual_seed(seed)
     w = torch.randn(1000, generator=g)
     with_zeros = w.clone()
     with_zeros[:100] = 0.0  # zeros that were there before pruning still count as zeros
