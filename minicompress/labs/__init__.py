@@ -33,7 +33,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["LabCheckError", "export", "grading_seed", "student_source"]
+__all__ = ["LabCheckError", "export", "grading_seed", "student_source", "without_solutions"]
 
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 BEGIN_HIDDEN, END_HIDDEN = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
@@ -186,6 +186,20 @@ def _transform(nb, version: str):
         cells.append(cell)
     nb.cells = cells
     return nb
+
+
+def without_solutions(notebook_json: str) -> str:
+    """A lab notebook (as JSON text) with solutions and hidden tests removed and every code
+    output cleared, everything else as it is: what the website shows when it is built with
+    ``MINICOMPRESS_LABS_WITHOUT_SOLUTIONS=1`` (see the teaching guide)."""
+    import nbformat
+
+    nb = nbformat.reads(notebook_json, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.source = student_source(cell.source)
+            cell.outputs, cell.execution_count = [], None
+    return nbformat.writes(nb)
 
 
 def export(source_dir: str | Path, out_dir: str | Path) -> list[Path]:
