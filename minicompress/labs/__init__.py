@@ -180,6 +180,7 @@ def _transform(nb, version: str):
                 raise ValueError(f"cell {index}: {err}") from None
             if version != "instructor":
                 cell.outputs, cell.execution_count = [], None
+        cell.metadata.pop("execution", None)  # timestamps of the last run
         cell.metadata["tags"] = [t for t in tags if t != "hide-input"]
         if not cell.metadata["tags"]:
             del cell.metadata["tags"]

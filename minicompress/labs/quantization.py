@@ -281,7 +281,7 @@ def check_symmetric_scale(fn: Callable[[Tensor, int], float], seed: int = 0) -> 
 
 def check_per_channel_scales(fn: Callable[[Tensor, int], Tensor], seed: int = 0) -> None:
     """Check ``fn(w, bits) -> scales``: one symmetric scale per output channel (row of a
-    Linear weight, axis 0), S_c = max_j |w_cj| / (2^(b−1) − 1)."""
+    Linear weight, axis 0), ``S_c = max_j |w_cj| / (2^(b−1) − 1)``."""
     g = torch.Generator().manual_seed(seed + 3)
     rows = torch.logspace(-2, 0, 12)[torch.randperm(12, generator=g)]
     cases = [(torch.randn(12, 30, generator=g) * rows[:, None], 8),
