@@ -159,6 +159,32 @@ def test_student_source_replaces_only_the_marked_region():
     )
     with pytest.raises(ValueError, match="unbalanced"):
         student_source("### BEGIN SOLUTION\nx = 1\n")
+    with pytest.raises(ValueError, match="unbalanced"):
+        student_source("x = 1\n### END SOLUTION\n")
+
+
+def test_nested_solution_markers_are_an_error_not_a_leak():
+    nested = (
+        "def f(x):\n    ### BEGIN SOLUTION\n    a = 1\n    ### BEGIN SOLUTION\n"
+        "    b = 2\n    ### END SOLUTION\n    secret = 3\n    ### END SOLUTION"
+    )
+    with pytest.raises(ValueError, match="nested"):
+        student_source(nested)
+
+
+def test_student_source_removes_hidden_tests():
+    source = "check(f)\n### BEGIN HIDDEN TESTS\ncheck(f, seed=grading_seed())\n### END HIDDEN TESTS"
+    assert student_source(source) == "check(f)"
+
+
+def test_export_names_the_notebook_and_cell_of_bad_markers(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("### BEGIN SOLUTION\n### BEGIN SOLUTION\nx\n")]
+    (tmp_path / "src").mkdir()
+    nbformat.write(nb, tmp_path / "src" / "bad.ipynb")
+    with pytest.raises(ValueError, match="bad.ipynb: cell 0: nested"):
+        export(tmp_path / "src", tmp_path / "out")
+    assert not (tmp_path / "out").exists()  # nothing half-written
 
 
 def test_export_writes_student_and_instructor_versions(tmp_path):
@@ -174,11 +200,12 @@ def test_export_writes_student_and_instructor_versions(tmp_path):
     paths = export(tmp_path / "src", tmp_path / "out")
     assert sorted(p.relative_to(tmp_path / "out").as_posix() for p in paths) == [
         "instructor/lab.ipynb",
+        "source/lab/lab.ipynb",
         "student/lab.ipynb",
     ]
     student = nbformat.read(tmp_path / "out" / "student" / "lab.ipynb", 4).cells[1]
     assert "return 42" not in student.source and "NotImplementedError" in student.source
-    assert student.outputs == [] and "hide-input" not in student.metadata["tags"]
+    assert student.outputs == [] and "hide-input" not in student.metadata.get("tags", [])
     teacher = nbformat.read(tmp_path / "out" / "instructor" / "lab.ipynb", 4).cells[1]
     assert teacher.source == "def g():\n    return 42"
 

@@ -16,11 +16,15 @@ from minicompress.labs.distillation import check_kd_loss
 
 
 def kd_ok(z, v, y, t, a):
+    v = v.detach()
     soft = F.kl_div(F.log_softmax(z / t, dim=1), F.softmax(v / t, dim=1), reduction="batchmean")
-    return a * t**2 * soft + (1 - a) * F.cross_entropy(z, y)
+    return a * t**2 * soft + (1 - a) * F.cross_entropy(z, y) if a < 1 else t**2 * soft
 
 
 def kd_ok_by_hand(z, v, y, t, a):
+    if y is None:
+        y = torch.zeros(len(z), dtype=torch.long)  # weight 0 below: any labels do
+    v = v.detach()
     p, log_q = torch.softmax(v / t, 1), torch.log_softmax(z / t, 1)
     soft = (p * (p.log() - log_q)).sum(1).mean()
     hard = -torch.log_softmax(z, 1).gather(1, y.view(-1, 1)).mean()

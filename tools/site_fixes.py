@@ -6,12 +6,19 @@ console errors of the Jupyter Book 1 theme stack, found by tests/browser/test_si
   already been declared": after the build, drop repeated identical inline scripts;
 - pydata-sphinx-theme logs "Got invalid theme mode" when no default mode is configured
   (Jupyter Book sets none): use "auto", the theme's own fallback.
+
+It also implements the build flag ``MINICOMPRESS_LABS_WITHOUT_SOLUTIONS=1`` (book/teaching.md):
+the lab pages (``book/labs/``) are then rendered from their student version, with no
+solutions, hidden tests or outputs.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
+
+_HIDE_SOLUTIONS = os.environ.get("MINICOMPRESS_LABS_WITHOUT_SOLUTIONS", "") not in ("", "0")
 
 _INLINE_SCRIPT = re.compile(r"^\s*<script>.*</script>\s*$")
 
@@ -41,7 +48,17 @@ def _default_mode(app, config) -> None:
     config.html_context.setdefault("default_mode", "auto")
 
 
+def _labs_without_solutions(app, docname: str, source: list[str]) -> None:
+    if app.config.minicompress_labs_without_solutions and docname.startswith("book/labs/"):
+        from minicompress.labs import without_solutions
+
+        source[0] = without_solutions(source[0])
+
+
 def setup(app):
+    # a config value, so that switching the flag re-reads every page instead of reusing a cache
+    app.add_config_value("minicompress_labs_without_solutions", _HIDE_SOLUTIONS, "env")
+    app.connect("source-read", _labs_without_solutions)
     app.connect("config-inited", _default_mode)
     app.connect("build-finished", _fix_pages)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -9,10 +9,12 @@ from minicompress.labs import export
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Export the labs' student and instructor versions."""
+    """Export the labs: OUTDIR/source (for nbgrader), OUTDIR/student and OUTDIR/instructor."""
     parser = argparse.ArgumentParser(prog="python -m minicompress.labs", description=main.__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    p_export = sub.add_parser("export", help="write OUTDIR/student and OUTDIR/instructor")
+    p_export = sub.add_parser(
+        "export", help="write OUTDIR/source/<lab>/, OUTDIR/student and OUTDIR/instructor"
+    )
     p_export.add_argument("outdir")
     p_export.add_argument("--source", default="book/labs", help="folder of lab notebooks")
     args = parser.parse_args(argv)

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from minicompress import binarization as reference
-from minicompress.labs import LabCheckError, _call
+from minicompress.labs import LabCheckError, _call, _unchanged
 
 __all__ = ["check_binarize", "check_popcount_dot", "check_xnor_scale", "pack_int"]
 
@@ -62,7 +62,9 @@ def check_binarize(fn: Callable[[Tensor], Tensor], seed: int = 0) -> None:
     """Check ``fn(w) -> tensor``: sign(w) with sign(0) = +1, as floats of w's shape."""
     for w in _weights(seed):
         where = f"binarize(w of shape {tuple(w.shape)})"
-        b = _call(fn, where, w.clone())
+        original = w.clone()
+        b = _call(fn, where, w)
+        _unchanged({"w": original}, {"w": w}, where)
         if not isinstance(b, Tensor):
             raise LabCheckError(f"{where} must return a tensor, got {type(b).__name__}.")
         if b.shape != w.shape:
@@ -119,7 +121,9 @@ def check_xnor_scale(fn: Callable[[Tensor], float], seed: int = 0) -> None:
     """Check ``fn(w) -> α``: α* = ‖W‖₁ / n = mean|w|, the minimiser of ‖W − α·sign(W)‖²."""
     for w in _weights(seed):
         where = f"xnor_scale(w of shape {tuple(w.shape)})"
-        result = _call(fn, where, w.clone())
+        original = w.clone()
+        result = _call(fn, where, w)
+        _unchanged({"w": original}, {"w": w}, where)
         try:
             alpha = float(result)
         except (TypeError, ValueError, RuntimeError):

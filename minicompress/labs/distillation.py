@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from minicompress import distillation as reference
-from minicompress.labs import LabCheckError, _call
+from minicompress.labs import LabCheckError, _call, _unchanged
 
 __all__ = ["check_kd_loss"]
 
@@ -157,7 +157,12 @@ def check_kd_loss(fn: Callable[[Tensor, Tensor, Tensor, float, float], Tensor],
     for z, v, y, t, a in cases:
         where = _describe(z, t, a)
         student = z.clone().requires_grad_()
-        loss = _call(fn, where, student, v.clone(), y.clone(), t, a)
+        teacher = v.clone().requires_grad_()  # a frozen teacher must get no gradient
+        labels = y.clone()
+        loss = _call(fn, where, student, teacher, labels, t, a)
+        _unchanged({"student_logits": z, "teacher_logits": v, "targets": y},
+                   {"student_logits": student.detach(), "teacher_logits": teacher.detach(),
+                    "targets": labels}, where)  # fmt: skip
         if not isinstance(loss, Tensor):
             raise LabCheckError(
                 f"{where} returned a {type(loss).__name__}; return the loss as a tensor "
@@ -170,6 +175,13 @@ def check_kd_loss(fn: Callable[[Tensor, Tensor, Tensor, float, float], Tensor],
             )
         expected = reference.kd_loss(z, v, y, t, a)
         got = loss.detach().double().reshape(())
+        if torch.isnan(got):
+            raise LabCheckError(
+                f"{where} returned nan. The usual cause: F.kl_div(log_q, log_p) without "
+                "log_target=True reads the teacher's *log*-probabilities as probabilities and "
+                "takes the log of negative numbers. Pass log_target=True, or give F.kl_div the "
+                "teacher's probabilities softmax(v / T) as its target."
+            )
         if not torch.isclose(got, expected.double(), rtol=1e-4, atol=1e-6):
             for value, hint in _mistakes(z, v, y, t, a):
                 if torch.isclose(got, value.detach().double(), rtol=1e-4, atol=1e-6):
@@ -185,7 +197,17 @@ def check_kd_loss(fn: Callable[[Tensor, Tensor, Tensor, float, float], Tensor],
                 "Do not detach them, leave autograd (.numpy(), .item()) or use torch.no_grad(); "
                 "only the teacher's side needs no gradient."
             )
-        (grad,) = torch.autograd.grad(loss.reshape(()), student)
+        grad, teacher_grad = torch.autograd.grad(
+            loss.reshape(()), (student, teacher), allow_unused=True
+        )
+        if grad is None:
+            raise LabCheckError(f"{where}: no gradient reaches the student's logits.")
+        if teacher_grad is not None and teacher_grad.any():
+            raise LabCheckError(
+                f"{where}: gradients reach the teacher's logits, so training would change the "
+                "teacher too. The teacher is frozen: use teacher_logits.detach() (or compute "
+                "them under torch.no_grad())."
+            )
         ref_student = z.clone().requires_grad_()
         (ref_grad,) = torch.autograd.grad(reference.kd_loss(ref_student, v, y, t, a),
                                           ref_student)  # fmt: skip
@@ -195,4 +217,26 @@ def check_kd_loss(fn: Callable[[Tensor, Tensor, Tensor, float, float], Tensor],
                 f"logits is off by up to {(grad - ref_grad).abs().max().item():.3g}; expected "
                 "α·T·(q − p)/N + (1 − α)·(softmax(z) − onehot(y))/N."
             )
-    print(f"✓ kd_loss passed {len(cases)} randomized checks (value and gradient)")
+    _check_no_targets(fn, seed)
+    print(f"✓ kd_loss passed {len(cases) + 1} randomized checks (value and gradient)")
+
+
+def _check_no_targets(fn: Callable, seed: int) -> None:
+    """With alpha = 1 the hard term has weight 0 and ``targets`` may be None."""
+    z, v, y, t, _ = _cases(seed)[0]
+    where = f"kd_loss(N={len(z)} examples, targets=None, temperature={t}, alpha=1.0)"
+    try:
+        loss = fn(z.clone().requires_grad_(), v.clone(), None, t, 1.0)
+    except NotImplementedError:
+        raise LabCheckError(f"{where} is not written yet.") from None
+    except Exception as err:
+        raise LabCheckError(
+            f"{where} raised {type(err).__name__}: {str(err).rstrip('.')}. With alpha = 1 the "
+            "cross-entropy term has weight 1 − alpha = 0 and there may be no labels: compute "
+            "it only when alpha < 1."
+        ) from err
+    expected = reference.kd_loss(z, v, y, t, 1.0)
+    if not isinstance(loss, Tensor) or not torch.isclose(
+        loss.detach().double().reshape(()), expected.double(), rtol=1e-4, atol=1e-6
+    ):
+        raise LabCheckError(f"{where} should be the soft term alone, {expected.item():.6g}.")

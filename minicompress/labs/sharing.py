@@ -21,7 +21,7 @@ from torch import Tensor
 
 from minicompress import sharing as reference
 from minicompress.coding import is_prefix_free
-from minicompress.labs import LabCheckError, _call
+from minicompress.labs import LabCheckError, _call, _unchanged
 
 __all__ = ["check_huffman_code", "check_kmeans_quantize"]
 
@@ -53,7 +53,9 @@ def check_kmeans_quantize(fn: Callable[[Tensor, int], tuple], seed: int = 0) -> 
     for weight, bits in _weight_cases(seed):
         k = 2**bits
         where = f"kmeans_quantize(weight of shape {tuple(weight.shape)}, bits={bits})"
-        result = _call(fn, where, weight.clone(), bits)
+        original = weight.clone()
+        result = _call(fn, where, weight, bits)
+        _unchanged({"weight": original}, {"weight": weight}, where)
         if not isinstance(result, tuple) or len(result) != 2:
             raise LabCheckError(f"{where} must return a tuple (codebook, indices).")
         codebook, indices = result
@@ -65,6 +67,11 @@ def check_kmeans_quantize(fn: Callable[[Tensor, int], tuple], seed: int = 0) -> 
             raise LabCheckError(
                 f"{where}: the codebook must be a 1-D float tensor of centroids, "
                 f"got shape {tuple(codebook.shape)}, {codebook.dtype}."
+            )
+        if len(codebook) == k - 1:
+            raise LabCheckError(
+                f"{where}: {k - 1} = 2^{bits} − 1 centroids, but {bits}-bit indices address "
+                f"2^{bits} = {k} values (0 … {k - 1}): use k = 2^bits centroids."
             )
         if len(codebook) > k:
             raise LabCheckError(f"{where}: {len(codebook)} centroids, but {bits}-bit indices "
@@ -84,6 +91,11 @@ def check_kmeans_quantize(fn: Callable[[Tensor, int], tuple], seed: int = 0) -> 
                 f"{where}: every weight became the same value {float(shared.flatten()[0]):.4g}. "
                 "Replacing a vector by its mean is not weight sharing (course erratum 9): "
                 f"cluster the weights into up to {k} centroids and store each weight's index."
+            )
+        if len(codebook) != k:
+            raise LabCheckError(
+                f"{where}: {len(codebook)} centroids, expected k = 2^{bits} = {k} ({bits}-bit "
+                "indices address exactly that many; keep a centroid that loses its weights)."
             )
         distance = (weight.reshape(-1, 1) - codebook.float().reshape(1, -1)).abs()  # (n, k)
         chosen = distance.gather(1, indices.reshape(-1, 1)).squeeze(1)
@@ -121,7 +133,28 @@ def _frequency_cases(seed: int) -> list[dict]:
         {i: int(f) for i, f in enumerate(skewed)},
         {i: 1 for i in range(8)},  # uniform: a fixed-length code is optimal
         {0: 1, 1: 1, 2: 2, 3: 4, 4: 8, 5: 16, 6: 32},  # deep tree
+        # Shannon–Fano (top-down halving) is suboptimal on these: 89 vs 87, 231 vs 230 bits
+        {"a": 15, "b": 7, "c": 6, "d": 6, "e": 5},
+        {"v": 35, "w": 17, "x": 17, "y": 16, "z": 15},
     ]
+
+
+def _shannon_fano_cost(frequencies: dict) -> int:
+    """Σ f·ℓ of the Shannon–Fano code: sort by frequency, split where the halves' totals are
+    closest, recurse. A greedy top-down code, often but not always optimal."""
+
+    def lengths(fs: list[int]) -> list[int]:
+        if len(fs) == 1:
+            return [0]
+        total, best, cut = sum(fs), None, 1
+        for i in range(1, len(fs)):
+            diff = abs(total - 2 * sum(fs[:i]))
+            if best is None or diff < best:
+                best, cut = diff, i
+        return [1 + d for d in lengths(fs[:cut]) + lengths(fs[cut:])]
+
+    fs = sorted(frequencies.values(), reverse=True)
+    return sum(f * d for f, d in zip(fs, lengths(fs), strict=True))
 
 
 def _optimal_cost(frequencies: dict) -> int:
@@ -140,7 +173,10 @@ def check_huffman_code(fn: Callable[[dict], dict], seed: int = 0) -> None:
     and of the least total length Σ f·ℓ (any optimal code passes, canonical or not)."""
     for frequencies in _frequency_cases(seed):
         where = f"huffman_code({len(frequencies)} symbols)"
-        code = _call(fn, where, dict(frequencies))
+        given = dict(frequencies)
+        code = _call(fn, where, given)
+        if given != frequencies:
+            raise LabCheckError(f"{where} modified its argument `frequencies` in place.")
         if not isinstance(code, dict):
             raise LabCheckError(f"{where} must return a dict symbol -> code word string.")
         missing = [s for s in frequencies if s not in code]
@@ -164,6 +200,9 @@ def check_huffman_code(fn: Callable[[dict], dict], seed: int = 0) -> None:
             lengths = {len(w) for w in code.values()}
             hint = (" All words have the same length: that is a fixed-length code, not Huffman's."
                     if len(lengths) == 1 else
+                    " That is the Shannon–Fano code (split the sorted symbols into halves of "
+                    "equal weight, top down), which is not always optimal; Huffman's merges "
+                    "bottom up." if cost == _shannon_fano_cost(frequencies) else
                     " Always merge the two *least* frequent trees, and re-insert the merged "
                     "tree with the sum of their frequencies.")  # fmt: skip
             raise LabCheckError(f"{where}: total length Σ f·ℓ = {cost} bits, but the optimum is "
