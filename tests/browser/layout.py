@@ -40,7 +40,9 @@ PHONE = {"width": 390, "height": 844}
 MIN_IMAGE_PX = 600
 CJK_FAMILY = "minicompress CJK"
 
-# Per kind, the article's elements that must fit, each described by a short label. An
+# Per kind, the article's elements that must fit, each described by a short label: the
+# section's heading, the code cell's number on the page (code cells only, from 1), the
+# width in px and the first line of text. An
 # element is too wide when its content is wider than its box (it scrolls) or its box
 # passes the column's right edge. An output counts once however many parts overflow.
 OVERFLOW_JS = """() => {
@@ -63,7 +65,7 @@ OVERFLOW_JS = """() => {
       (el.innerText || el.getAttribute('alt') || '').trim().split('\\n')[0].slice(0, 60);
     const px = Math.round(Math.max(el.getBoundingClientRect().width,
       ...[el, ...el.querySelectorAll('*')].map(e => e.scrollWidth)));
-    return `[${where}] ` + (n ? `cell ${n}: ` : '') + `${px}px ` + JSON.stringify(text);
+    return `[${where}] ` + (n ? `code cell ${n}: ` : '') + `${px}px ` + JSON.stringify(text);
   };
   const inOutput = el => el.closest('.cell_output') !== null;
   const code = Array.from(art.querySelectorAll('div.highlight pre')).filter(e => !inOutput(e));
