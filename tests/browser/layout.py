@@ -42,9 +42,9 @@ CJK_FAMILY = "minicompress CJK"
 
 # Per kind, the article's elements that must fit, each described by a short label: the
 # section's heading, the code cell's number on the page (code cells only, from 1), the
-# width in px and the first line of text. An
-# element is too wide when its content is wider than its box (it scrolls) or its box
-# passes the column's right edge. An output counts once however many parts overflow.
+# width in px and the first line of text. An element is too wide when its content is
+# wider than its box (it scrolls) or its box passes the column's right edge. An output
+# block counts once however many of its parts overflow.
 OVERFLOW_JS = """() => {
   const art = document.querySelector('article.bd-article');
   if (!art) return null;
