@@ -10,7 +10,8 @@ One module per idea, each implementing what one chapter derives:
 - `minicompress.pruning`, `quantization`, `sharing`, `coding`, `storage`, `binarization`,
   `distillation`: one module per technique, each implementing what its chapter derives;
 - `minicompress.backends`: the int8 runtimes the quantization chapter measures;
-- `minicompress.labs`: the checkers behind the classroom labs.
+- `minicompress.labs`: the checkers behind the classroom labs;
+- `minicompress.plotting`: the book's figure style (`book_style()`).
 
 Submodules load on first use (``minicompress.zoo`` works after ``import minicompress``),
 so ``python -m minicompress.data`` does not import the module twice.
@@ -27,6 +28,7 @@ __all__ = [
     "labs",
     "measure",
     "models",
+    "plotting",
     "pruning",
     "quantization",
     "sharing",

@@ -442,13 +442,14 @@ def plot_reports(reports: Sequence[Report], ax=None):
     if not reports or not all(isinstance(r, Report) for r in reports):
         raise TypeError("reports must be a non-empty sequence of Report")
     if ax is None:
-        _, ax = plt.subplots(figsize=(5, 3.5), dpi=80)
+        # the width and dpi come from rcParams: mc.plotting.book_style() in the book
+        _, ax = plt.subplots(figsize=(7, 4.9))
     for r in reports:
         ax.scatter(r.size_bytes / 1000, 100 * r.accuracy)
         ax.annotate(
             r.name,
             (r.size_bytes / 1000, 100 * r.accuracy),
-            fontsize=8,
+            fontsize="small",
             xytext=(4, 4),
             textcoords="offset points",
         )

@@ -9,8 +9,8 @@ reports is the length of this file, not a formula. Layout (little-endian)::
         kind 0 (dense, e.g. a bias): float32 × numel
         kind 1 (shared weight):
             index bits b u8 | codebook size k u32 | codebook float32 × k
-            values stream  (symbols 0 = filler, 1 + j = centroid j; alphabet k + 1)
-            gaps stream    (relative indices d − 1 in [0, 2^b); alphabet 2^b)
+            values stream (0 = filler, 1 + j = centroid j; alphabet k + 1)
+            gaps stream   (relative indices d − 1 in [0, 2^b); alphabet 2^b)
         stream: symbol count u32 | alphabet size u32 | code length u8 × alphabet
                 | bit count u64 | ceil(bits / 8) bytes
     CRC-32 u32 of everything before it

@@ -1,11 +1,15 @@
 """A local Sphinx extension (loaded via `local_extensions` in `_config.yml`) that fixes two
-console errors of the Jupyter Book 1 theme stack, found by tests/browser/test_site.py:
+console errors of the Jupyter Book 1 theme stack, found by tests/browser/test_site.py,
+and one stale-build trap:
 
 - sphinx-thebe and sphinx-togglebutton inline their configuration scripts twice on every
   page, and the second ``const THEBE_JS_URL = ...`` throws "Identifier 'THEBE_JS_URL' has
   already been declared": after the build, drop repeated identical inline scripts;
 - pydata-sphinx-theme logs "Got invalid theme mode" when no default mode is configured
-  (Jupyter Book sets none): use "auto", the theme's own fallback.
+  (Jupyter Book sets none): use "auto", the theme's own fallback;
+- Sphinx copies the static files (the site's CSS and fonts in tools/site_static) only when
+  some page is rebuilt, so an edited stylesheet alone never reached `_build`: when a static
+  file is newer than its copy, mark the root page outdated.
 
 It also implements the build flag ``MINICOMPRESS_LABS_WITHOUT_SOLUTIONS=1`` (book/teaching.md):
 the lab pages (``book/labs/``) are then rendered from their student version, with no
@@ -44,6 +48,19 @@ def _fix_pages(app, exception) -> None:
             page.write_text(fixed, encoding="utf-8")
 
 
+def _static_changed(app, env, added, changed, removed) -> list[str]:
+    built = Path(app.outdir) / "_static"
+    for folder in app.config.html_static_path:
+        source = Path(app.confdir) / folder
+        for path in source.rglob("*"):
+            copy = built / path.relative_to(source)
+            if path.is_file() and (
+                not copy.is_file() or copy.stat().st_mtime < path.stat().st_mtime
+            ):
+                return [app.config.root_doc]
+    return []
+
+
 def _default_mode(app, config) -> None:
     config.html_context.setdefault("default_mode", "auto")
 
@@ -61,4 +78,5 @@ def setup(app):
     app.connect("source-read", _labs_without_solutions)
     app.connect("config-inited", _default_mode)
     app.connect("build-finished", _fix_pages)
+    app.connect("env-get-outdated", _static_changed)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

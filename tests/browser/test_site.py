@@ -6,89 +6,18 @@ navigation reaches every page of the table of contents. Screenshots of a few pag
 ``_build/screenshots/``.
 
 Needs the built site (``make build-book``) and Debian's ``chromium``. Without Chromium the
-test skips locally with instructions; in CI (``CI=true``) it fails instead.
+test skips locally with instructions; in CI (``CI=true``) it fails instead (conftest.py).
+What a reader sees (widths, figures, fonts) is checked in test_layout.py.
 """
 
 from __future__ import annotations
 
-import functools
-import http.server
-import os
-import shutil
-import threading
-from pathlib import Path
 from urllib.parse import urljoin, urlparse
 
 import pytest
+from layout import ROOT, toc_pages
 
-ROOT = Path(__file__).resolve().parents[2]
-SITE = ROOT / "_build" / "html"
 SHOTS = ROOT / "_build" / "screenshots"
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMIUM_ARGS = [
-    "--no-sandbox",  # CI runs as root
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-def _require(condition: bool, message: str) -> None:
-    if not condition:
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-
-
-@pytest.fixture(scope="module")
-def site_url():
-    _require((SITE / "index.html").is_file(), f"no built site at {SITE}: run `make build-book`")
-
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args) -> None:
-            pass
-
-    handler = functools.partial(Quiet, directory=str(SITE))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/"
-    server.shutdown()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    _require(
-        CHROMIUM is not None,
-        "Chromium not found: install it (Debian/Ubuntu: sudo apt-get install chromium) "
-        "to run the website test",
-    )
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
-def toc_pages() -> list[str]:
-    """Every page the table of contents lists, as paths relative to the site root."""
-    import yaml
-
-    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
-    files = [toc["root"]]
-
-    def walk(entries):
-        for entry in entries:
-            files.append(entry["file"])
-            walk(entry.get("sections", []))
-
-    for part in toc.get("parts", []):
-        walk(part["chapters"])
-    return [f"{f}.html" for f in files]
 
 
 def visit(browser, url: str, screenshot: str | None = None) -> dict:
