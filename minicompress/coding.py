@@ -33,6 +33,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from minicompress import _validate as check
+
 __all__ = [
     "MAX_CODE_LENGTH",
     "HuffmanEncoded",
@@ -299,6 +301,8 @@ def huffman_encode(symbols: Iterable, code: Mapping[Hashable, str] | None = None
     code of the same lengths (the same size; `huffman_code` already returns canonical codes).
     Vectorised: code word ℓ_i bits long starts at bit Σ_{j<i} ℓ_j (§ "Encoding").
     """
+    if _as_array(symbols) is None and isinstance(symbols, Iterable):
+        symbols = list(symbols)  # a generator is read twice below (count, then encode)
     if code is None:
         counts = _count(symbols)
         if not counts:
@@ -502,6 +506,14 @@ def from_csr(
 ) -> np.ndarray:
     """The dense matrix of a CSR triple (inverse of `to_csr`)."""
     values, columns, pointers = np.asarray(values), np.asarray(columns), np.asarray(pointers)
+    if not isinstance(shape, tuple | list) or len(shape) != 2:
+        raise TypeError(f"shape must be a pair (rows, columns), got {shape!r}")
+    for name, n in zip(("rows", "columns"), shape, strict=True):
+        check.integer(n, f"shape's {name}", 0)
+    for name, array in (("columns", columns), ("pointers", pointers)):
+        if array.ndim != 1 or (array.size and array.dtype.kind not in "iu"):
+            raise TypeError(f"{name} must be a 1-D array of integers, got {array.dtype} "
+                            f"{array.shape}")  # fmt: skip
     if len(shape) != 2 or len(pointers) != shape[0] + 1 or len(values) != len(columns):
         raise ValueError("inconsistent CSR arrays for the given shape")
     if len(columns) and (columns.min() < 0 or columns.max() >= shape[1]):
@@ -510,5 +522,8 @@ def from_csr(
         raise ValueError("row pointers must rise from 0 to the number of values")
     out = np.zeros(shape, dtype=values.dtype)
     rows = np.repeat(np.arange(shape[0]), np.diff(pointers))
+    flat = rows.astype(np.int64) * shape[1] + columns
+    if len(np.unique(flat)) != len(flat):  # the dense write below would keep only the last
+        raise ValueError("duplicate column index within a row: each entry must appear once")
     out[rows, columns] = values
     return out
