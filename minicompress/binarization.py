@@ -223,7 +223,7 @@ class BinaryMLP(nn.Module):
             raise ValueError(f"kind must be one of {_KINDS}, got {kind!r}")
         sizes = (in_features, *tuple(hidden), classes)
         for s in sizes:
-            if isinstance(s, bool) or not isinstance(s, int) or s < 1:
+            if isinstance(s, bool) or not isinstance(s, int) or s < 1:  # one message for all
                 raise ValueError(f"widths must be positive integers, got {sizes!r}")
         self.kind, self.hidden, self.n_layers = kind, tuple(hidden), len(sizes) - 1
         for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True), start=1):

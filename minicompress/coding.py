@@ -415,8 +415,7 @@ def huffman_decode(encoded: HuffmanEncoded, *, as_array: bool = False) -> list |
         raise TypeError(f"encoded must be a HuffmanEncoded, got {type(encoded).__name__}")
     for name in ("n_bits", "n_symbols"):
         value = getattr(encoded, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+        check.integer(value, name, 0)
     tables = _Tables(encoded.code)
     ids = _decode_ids(encoded, tables)
     if tables.numeric is not None:
@@ -431,11 +430,7 @@ def huffman_decode(encoded: HuffmanEncoded, *, as_array: bool = False) -> list |
 
 
 def _check_index_bits(index_bits: object) -> int:
-    if isinstance(index_bits, bool) or not isinstance(index_bits, int):
-        raise TypeError(f"index_bits must be an int, got {type(index_bits).__name__}")
-    if not 1 <= index_bits <= 16:
-        raise ValueError(f"index_bits must be in 1..16, got {index_bits}")
-    return index_bits
+    return check.bits(index_bits, 1, 16, "index_bits")
 
 
 def relative_index_encode(values: object, index_bits: int) -> tuple[np.ndarray, np.ndarray]:
@@ -471,8 +466,7 @@ def relative_index_decode(gaps: object, entries: object, length: int) -> np.ndar
     """The flat array of ``length`` that `relative_index_encode` stored: positions are
     p_i = Σ_{j≤i} (gap_j + 1) − 1; fillers write their value 0."""
     gaps, entries = np.asarray(gaps), np.asarray(entries)
-    if isinstance(length, bool) or not isinstance(length, int) or length < 0:
-        raise ValueError(f"length must be an integer >= 0, got {length!r}")
+    check.integer(length, "length", 0)
     if gaps.ndim != 1 or gaps.shape != entries.shape:
         raise ValueError("gaps and entries must be 1-D and of the same length")
     if len(gaps) and (gaps.dtype.kind not in "iu" or gaps.min() < 0):

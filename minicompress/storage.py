@@ -172,10 +172,7 @@ def save(
         if bits == "auto":  # the width giving the smallest payload: fewer fillers vs. wider gaps
             body += min((_shared_payload(layer, b) for b in range(1, 13)), key=len)
             continue
-        if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 16:
-            raise ValueError(
-                f"index_bits for {name!r} must be an int in 1..16 or 'auto', got {bits!r}"
-            )
+        check.bits(bits, 1, 16, f"index_bits for {name!r}", " (or 'auto')")
         body += _shared_payload(layer, bits)
     body += _TRAILERS[FORMAT_VERSION][1](bytes(body))
     Path(path).write_bytes(bytes(body))
@@ -448,8 +445,7 @@ def compare_general_purpose(symbols: object, alphabet: int) -> dict[str, int]:
     general-purpose formats are included, as they would be in a file.
     """
     array = np.asarray(symbols, dtype=np.int64).ravel()
-    if isinstance(alphabet, bool) or not isinstance(alphabet, int) or alphabet < 1:
-        raise ValueError(f"alphabet must be an int >= 1, got {alphabet!r}")
+    check.integer(alphabet, "alphabet", 1)
     if len(array) == 0:
         raise ValueError("no symbols to compare")
     if array.min() < 0 or array.max() >= alphabet:
