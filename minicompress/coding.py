@@ -99,7 +99,10 @@ def _count(symbols: object) -> dict[Hashable, int]:
         return dict(zip(values.tolist(), counts.tolist(), strict=True))
     if not isinstance(symbols, Iterable) or isinstance(symbols, str | bytes):
         raise TypeError(f"symbols must be a sequence, array or tensor, got {type(symbols)}")
-    return dict(Counter(symbols))
+    counts = dict(Counter(symbols))
+    if any(isinstance(s, float) and math.isnan(s) for s in counts):  # NaN != NaN: no symbol
+        raise ValueError("symbols contain NaN")
+    return counts
 
 
 def entropy(data: Mapping | Iterable) -> float:

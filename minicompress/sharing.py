@@ -233,10 +233,18 @@ def centroid_gradients(weight_grad: Tensor, indices: Tensor, mask: Tensor | None
     The explicit form of what autograd computes through W = codebook[I] ⊙ mask (Deep
     Compression eq. 3, § "Fine-tuning the centroids").
     """
+    check.float_tensor(weight_grad, "weight_grad", empty=True)
+    check.integer(k, "k", 1)
+    if not isinstance(indices, Tensor) or indices.dtype not in (torch.int64, torch.int32):
+        raise TypeError(f"indices must be an int64 or int32 tensor, got {check.describe(indices)}")
     if weight_grad.shape != indices.shape:
         raise ValueError("weight_grad and indices must have the same shape")
+    if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= k):
+        raise ValueError(f"indices must lie in [0, {k}), the codebook's range")
     if mask is None:
         mask = torch.ones_like(indices, dtype=torch.bool)
+    elif not isinstance(mask, Tensor) or mask.dtype != torch.bool or mask.shape != indices.shape:
+        raise ValueError("mask must be a bool tensor of the indices' shape, or None")
     grads = weight_grad.detach()[mask].double()
     return torch.zeros(k, dtype=torch.float64).index_add_(0, indices[mask], grads).float()
 

@@ -75,11 +75,12 @@ class TrainConfig:
         return asdict(self)
 
 
-def _check_data(images: Tensor, labels: Tensor | None = None) -> None:
+def _check_data(images: Tensor, labels: Tensor | None = None, *, labelled: bool = True) -> None:
+    """``images`` (N, ...) float without NaN; ``labels`` (N,) int64 unless not ``labelled``."""
     check.float_tensor(images, "images", empty=True, inf=True)
     if images.ndim < 2 or len(images) == 0:
         raise ValueError(f"images must have shape (N, ...) with N >= 1, got {tuple(images.shape)}")
-    if labels is None:
+    if not labelled:
         return
     if not isinstance(labels, Tensor) or labels.dtype != torch.int64:
         raise TypeError(f"labels must be an int64 tensor, got {check.describe(labels)}")
@@ -91,10 +92,10 @@ def _check_data(images: Tensor, labels: Tensor | None = None) -> None:
 
 def batches(n: int, batch_size: int, generator: torch.Generator | None = None) -> Iterator[Tensor]:
     """Index tensors covering ``range(n)`` in batches; shuffled when a generator is given."""
-    check.integer(n, "n", 0)
+    check.integer(n, "n", 0)  # checked on the call, not on the first batch: no generator here
     check.integer(batch_size, "batch_size", 1)
     order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
-    yield from order.split(batch_size)
+    return iter(order.split(batch_size))
 
 
 def _cross_entropy(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
@@ -180,7 +181,7 @@ def _fit(model: nn.Module, images: Tensor, labels: Tensor, config: TrainConfig, 
 def predict(model: nn.Module, images: Tensor, batch_size: int = 1000) -> Tensor:
     """The model's logits for ``images``, computed in eval mode in batches, shape (N, classes)."""
     check.module(model)
-    _check_data(images)
+    _check_data(images, labelled=False)
     check.integer(batch_size, "batch_size", 1)
     was_training = model.training
     model.eval()
