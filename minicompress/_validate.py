@@ -33,14 +33,13 @@ def float_tensor(x: object, name: str, *, empty: bool = False, nan: bool = False
         raise TypeError(f"{name} must be a floating-point tensor, got {describe(x)}")
     if not empty and x.numel() == 0:
         raise ValueError(f"{name} is empty")
-    checks = [
-        (not nan and not inf, "NaN or inf", lambda t: ~torch.isfinite(t)),
-        (not nan and inf, "NaN", torch.isnan),
-        (nan and not inf, "inf", torch.isinf),
-    ]
-    for active, bad, test in checks:
-        if active and test(x).any():
-            raise ValueError(f"{name} contains {bad}" + (f"; {why}" if why else ""))
+    refused = {  # (nan allowed, inf allowed) -> what is refused, and how to find it
+        (False, False): ("NaN or inf", lambda t: ~torch.isfinite(t)),
+        (False, True): ("NaN", torch.isnan),
+        (True, False): ("inf", torch.isinf),
+    }.get((nan, inf))
+    if refused is not None and refused[1](x).any():
+        raise ValueError(f"{name} contains {refused[0]}" + (f"; {why}" if why else ""))
     return x
 
 

@@ -37,9 +37,9 @@ def default_engine() -> str:
     """The quantized engine for this machine: ``"x86"`` where
     ``torch.backends.quantized.supported_engines`` has it, else ``"qnnpack"``.
 
-    The one place the package chooses an engine (§ "Real int8 speed"): ``x86`` exists only
-    on x86-64 builds; on ARM (Apple Silicon, Raspberry Pi, Graviton) PyTorch ships
-    ``qnnpack``. Raises RuntimeError when neither is available.
+    The one place the package chooses an engine (§ "Real int8 speed on this CPU"): ``x86``
+    exists only on x86-64 builds; on ARM (Apple Silicon, Raspberry Pi, Graviton) PyTorch
+    ships ``qnnpack``. Raises RuntimeError when neither is available.
     """
     supported = list(torch.backends.quantized.supported_engines)
     for engine in _ENGINE_PREFERENCE:

@@ -432,7 +432,8 @@ def inspect(
 
 
 def file_sha256(path: str | Path) -> str:
-    """The SHA-256 of the file's bytes (hex), to keep apart from it and pass to `load`."""
+    """The SHA-256 of the file's bytes (hex), to keep apart from it and pass to `load`
+    (§ "The whole pipeline, written to a file")."""
     return hashlib.sha256(check.read_file(path)).hexdigest()
 
 
