@@ -2,8 +2,10 @@
 
 Chapter "Quantization", § "Real int8 speed" and § "Where production went", measures each:
 
-- `torch_int8`: PyTorch's own int8 CPU kernels (the ``x86`` engine, fbgemm underneath)
-  through FX graph mode post-training quantization. ``torch.ao.quantization`` is
+- `default_engine`: the quantized engine to use on this machine, ``x86`` (fbgemm
+  underneath) where PyTorch has it, else ``qnnpack`` (ARM: Apple Silicon, Raspberry Pi);
+- `torch_int8`: PyTorch's own int8 CPU kernels through FX graph mode post-training
+  quantization. ``torch.ao.quantization`` is
   deprecated in favour of torchao, but it is still the stock eager-CPU int8 path;
 - `export_onnx` / `onnx_int8` / `OnnxModel`: ONNX Runtime's static int8 quantization
   (QLinearConv/QLinearMatMul kernels), wrapped as an ``nn.Module`` so `evaluate`,
@@ -17,60 +19,90 @@ Each runtime is imported when first used, so the rest of the package does not ne
 from __future__ import annotations
 
 import copy
+import tempfile
 import warnings
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["OnnxModel", "export_onnx", "onnx_int8", "torch_int8", "torchao_int8"]
+from minicompress import _validate as check
+
+__all__ = ["OnnxModel", "default_engine", "export_onnx", "onnx_int8", "torch_int8", "torchao_int8"]
+
+_ENGINE_PREFERENCE = ("x86", "qnnpack")  # x86: fbgemm + onednn; qnnpack: ARM (and x86 too)
 
 
-def _check_model_and_images(model: nn.Module, images: Tensor) -> None:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if not isinstance(images, Tensor) or not images.is_floating_point() or len(images) == 0:
-        raise TypeError("images must be a non-empty floating-point tensor (N, ...)")
-    if not torch.isfinite(images).all():
-        raise ValueError("images contain NaN or inf")
+def default_engine() -> str:
+    """The quantized engine for this machine: ``"x86"`` where
+    ``torch.backends.quantized.supported_engines`` has it, else ``"qnnpack"``.
+
+    The one place the package chooses an engine (§ "Real int8 speed on this CPU"): ``x86``
+    exists only on x86-64 builds; on ARM (Apple Silicon, Raspberry Pi, Graviton) PyTorch
+    ships ``qnnpack``. Raises RuntimeError when neither is available.
+    """
+    supported = list(torch.backends.quantized.supported_engines)
+    for engine in _ENGINE_PREFERENCE:
+        if engine in supported:
+            return engine
+    raise RuntimeError(
+        f"this PyTorch build has no int8 CPU engine: supported_engines = {supported}, "
+        f"need one of {list(_ENGINE_PREFERENCE)}"
+    )
+
+
+def _check_model_and_images(model: nn.Module, images: Tensor, name: str = "images") -> None:
+    check.module(model)
+    check.float_tensor(images, name)
+    if images.ndim < 1:
+        raise ValueError(f"{name} must have a batch dimension (N, ...), got a 0-d tensor")
 
 
 @torch.no_grad()
 def torch_int8(
-    model: nn.Module, calibration: Tensor, engine: str = "x86", batch_size: int = 250
+    model: nn.Module, calibration: Tensor, engine: str | None = None, batch_size: int = 250
 ) -> nn.Module:
     """``model`` converted to PyTorch's int8 kernels by FX post-training quantization.
 
     The engine's default recipe: per-channel symmetric int8 weights, uint8 activations
     whose ranges are observed on ``calibration`` (a histogram observer), ReLU fused into
-    the preceding layer. ``engine="x86"`` quantizes activations to 7 bits (``reduce_range``)
-    so that fbgemm's int16 intermediate sums cannot saturate (§ "Integer-only inference").
+    the preceding layer. ``engine=None`` takes `default_engine`; ``engine="x86"``
+    quantizes activations to 7 bits (``reduce_range``) so that fbgemm's int16 intermediate
+    sums cannot saturate (§ "Integer-only inference"). The returned model runs on the
+    engine that is active when it is called; the previously active engine is restored
+    before returning.
     """
     from torch.ao.quantization import get_default_qconfig_mapping
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
-    _check_model_and_images(model, calibration)
+    _check_model_and_images(model, calibration, "calibration")
+    check.integer(batch_size, "batch_size", 1)
+    engine = default_engine() if engine is None else engine
     if engine not in torch.backends.quantized.supported_engines:
         raise ValueError(
             f"engine {engine!r} is not available; have {torch.backends.quantized.supported_engines}"
         )
+    previous = torch.backends.quantized.engine
     torch.backends.quantized.engine = engine
-    with warnings.catch_warnings():  # torch.ao.quantization's deprecation notices
-        warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.filterwarnings("ignore", "Please use quant_min", UserWarning)
-        prepared = prepare_fx(
-            copy.deepcopy(model).eval(),
-            get_default_qconfig_mapping(engine),
-            example_inputs=(calibration[:1],),
-        )
-        for start in range(0, len(calibration), batch_size):
-            prepared(calibration[start : start + batch_size])
-        return convert_fx(prepared)
+    try:
+        with warnings.catch_warnings():  # torch.ao.quantization's deprecation notices
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.filterwarnings("ignore", "Please use quant_min", UserWarning)
+            prepared = prepare_fx(
+                copy.deepcopy(model).eval(),
+                get_default_qconfig_mapping(engine),
+                example_inputs=(calibration[:1],),
+            )
+            for start in range(0, len(calibration), batch_size):
+                prepared(calibration[start : start + batch_size])
+            return convert_fx(prepared)
+    finally:
+        torch.backends.quantized.engine = previous
 
 
 def export_onnx(model: nn.Module, example: Tensor, path: str | Path) -> Path:
     """Write ``model`` as an ONNX graph with a dynamic batch dimension; return the path."""
-    _check_model_and_images(model, example)
+    _check_model_and_images(model, example, "example")
     path = Path(path)
     torch.onnx.export(
         copy.deepcopy(model).eval(), (example[:1],), str(path), input_names=["x"],
@@ -85,12 +117,14 @@ def onnx_int8(
     """ONNX Runtime's static int8 quantization of the graph at ``onnx_path``.
 
     Per-channel int8 weights, uint8 activations calibrated by min–max on ``calibration``,
-    written as QLinear operators (QOperator format) to ``out_path``.
+    written as QLinear operators (QOperator format) to ``out_path``. The pre-processed
+    graph goes to a temporary directory, removed afterwards.
     """
     from onnxruntime import quantization as ortq
 
-    if not isinstance(calibration, Tensor) or not calibration.is_floating_point():
-        raise TypeError("calibration must be a floating-point tensor (N, ...)")
+    onnx_path = check.regular_file(onnx_path, "onnx_path")
+    check.float_tensor(calibration, "calibration")
+    check.integer(batch_size, "batch_size", 1)
     starts = range(0, len(calibration), batch_size)
     chunks = [{"x": calibration[i : i + batch_size].numpy()} for i in starts]
 
@@ -102,13 +136,14 @@ def onnx_int8(
             return next(self.chunks, None)
 
     out_path = Path(out_path)
-    prepared = out_path.with_suffix(".pre.onnx")
-    ortq.quant_pre_process(str(onnx_path), str(prepared))
-    ortq.quantize_static(
-        str(prepared), str(out_path), Reader(), quant_format=ortq.QuantFormat.QOperator,
-        per_channel=True, weight_type=ortq.QuantType.QInt8, activation_type=ortq.QuantType.QUInt8,
-    )  # fmt: skip
-    prepared.unlink()
+    with tempfile.TemporaryDirectory(prefix="minicompress-onnx-") as tmp:  # removed on exit
+        prepared = Path(tmp) / "pre.onnx"
+        ortq.quant_pre_process(str(onnx_path), str(prepared))
+        ortq.quantize_static(
+            str(prepared), str(out_path), Reader(), quant_format=ortq.QuantFormat.QOperator,
+            per_channel=True, weight_type=ortq.QuantType.QInt8,
+            activation_type=ortq.QuantType.QUInt8,
+        )  # fmt: skip
     return out_path
 
 
@@ -127,6 +162,8 @@ class OnnxModel(nn.Module):
         if not self.path.is_file():
             raise FileNotFoundError(f"no ONNX file at {self.path}")
         options = ort.SessionOptions()
+        if threads is not None:
+            check.integer(threads, "threads", 1)
         options.intra_op_num_threads = threads or torch.get_num_threads()
         options.inter_op_num_threads = 1
         self.session = ort.InferenceSession(
@@ -146,8 +183,7 @@ def torchao_int8(model: nn.Module) -> nn.Module:
     """
     from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
 
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check.module(model)
     quantized = copy.deepcopy(model).eval()
     quantize_(quantized, Int8DynamicActivationInt8WeightConfig())
     return quantized

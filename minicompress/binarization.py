@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from minicompress.quantization import _check_axis  # the same rule for "per channel" everywhere
+from minicompress import _validate as check
 
 __all__ = [
     "BinaryConnectLinear",
@@ -60,18 +60,7 @@ WORD = 64  # bits per packed word (int64)
 NUMBA_INSTALL = "pip install -c constraints.txt numba"
 
 
-def _describe(x: object) -> str:
-    return f"tensor of dtype {x.dtype}" if isinstance(x, Tensor) else type(x).__name__
-
-
-def _check_float(x: object, what: str = "w") -> Tensor:
-    if not isinstance(x, Tensor) or not x.is_floating_point():
-        raise TypeError(f"{what} must be a floating-point tensor, got {_describe(x)}")
-    if x.numel() == 0:
-        raise ValueError(f"{what} is empty")
-    if torch.isnan(x).any():
-        raise ValueError(f"{what} contains NaN; its sign is undefined")
-    return x
+_SIGN = "its sign is undefined"
 
 
 # ---- sign and the straight-through estimator ------------------------------------------------
@@ -83,7 +72,7 @@ def binarize(w: Tensor) -> Tensor:
     ``torch.sign`` maps 0 to 0, a third value that one bit cannot store. Returns the dtype
     of ``w``; no gradient flows (use `binarize_ste` to train).
     """
-    w = _check_float(w)
+    w = check.float_tensor(w, "w", inf=True, why=_SIGN)
     return torch.where(w >= 0, 1.0, -1.0).to(w.dtype)
 
 
@@ -109,8 +98,7 @@ def binarize_ste(w: Tensor) -> Tensor:
     cancel it where ``|w| > 1`` (Bengio et al. 2013; Hubara et al. 2016). Works for weights
     and activations alike.
     """
-    if not isinstance(w, Tensor) or not w.is_floating_point():
-        raise TypeError(f"w must be a floating-point tensor, got {_describe(w)}")
+    check.float_tensor(w, "w", empty=True, nan=True, inf=True)
     return _SignSTE.apply(w)
 
 
@@ -124,8 +112,8 @@ def xnor_scale(w: Tensor, axis: int | None = None) -> Tensor:
     ``axis=None`` gives one α (a 0-d tensor); ``axis=k`` one per slice along dimension k
     (``axis=0``: one per output channel of a weight), a 1-d tensor. Differentiable.
     """
-    w = _check_float(w)
-    axis = _check_axis(axis, w.ndim)
+    w = check.float_tensor(w, "w", inf=True, why=_SIGN)
+    axis = check.axis(axis, w.ndim)
     if axis is None:
         return w.abs().mean()
     return w.abs().movedim(axis, 0).flatten(1).mean(dim=1)  # (C, everything else) -> (C,)
@@ -187,7 +175,7 @@ class XnorLinear(BinaryWeightLinear):
         matmul = {"torch": xnor_matmul, "numba": xnor_matmul_numba}.get(backend)
         if matmul is None:
             raise ValueError(f"backend must be 'torch' or 'numba', got {backend!r}")
-        x = _check_float(x, "x")
+        x = check.float_tensor(x, "x", inf=True, why=_SIGN)
         a = pack_bits(binarize(x.reshape(-1, self.in_features)))  # (N, words)
         b = pack_bits(binarize(self.weight))  # (out, words)
         dots = matmul(a, b, self.in_features).to(x.dtype)  # (N, out), exact integers
@@ -205,8 +193,7 @@ def clip_latent_weights(model: nn.Module) -> None:
 
     Pass it to training as ``fit(..., after_step=clip_latent_weights)`` (§ "BinaryConnect").
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check.module(model)
     with torch.no_grad():
         for module in model.modules():
             if isinstance(module, _BINARY_LAYERS):
@@ -236,7 +223,7 @@ class BinaryMLP(nn.Module):
             raise ValueError(f"kind must be one of {_KINDS}, got {kind!r}")
         sizes = (in_features, *tuple(hidden), classes)
         for s in sizes:
-            if isinstance(s, bool) or not isinstance(s, int) or s < 1:
+            if isinstance(s, bool) or not isinstance(s, int) or s < 1:  # one message for all
                 raise ValueError(f"widths must be positive integers, got {sizes!r}")
         self.kind, self.hidden, self.n_layers = kind, tuple(hidden), len(sizes) - 1
         for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True), start=1):
@@ -276,8 +263,7 @@ def binary_model_bytes(model: nn.Module) -> int:
     parameter and floating buffer (biases, BatchNorm's γ, β, running mean and variance)
     counts 4 bytes per number.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check.module(model)
     total, packed = 0, set()
     for module in model.modules():
         if isinstance(module, _BINARY_LAYERS):
@@ -302,7 +288,7 @@ def pack_bits(x: Tensor) -> Tensor:
     may print negative: it is a bit pattern, not a number. (§ "Bit packing")
     """
     if not isinstance(x, Tensor) or x.dtype == torch.bool or x.is_complex():
-        raise TypeError(f"x must be a real tensor of ±1 values, got {_describe(x)}")
+        raise TypeError(f"x must be a real tensor of ±1 values, got {check.describe(x)}")
     if x.ndim == 0 or x.shape[-1] == 0:
         raise ValueError(f"x must have a non-empty last dimension, got shape {tuple(x.shape)}")
     if x.is_floating_point() and torch.isnan(x).any():
@@ -332,7 +318,7 @@ def unpack_bits(packed: Tensor, n: int) -> Tensor:
 def _check_packed(p: object, what: str) -> Tensor:
     if not isinstance(p, Tensor) or p.dtype != torch.int64:
         raise TypeError(f"{what} must be an int64 tensor of packed bits (pack_bits), got "
-                        f"{_describe(p)}")  # fmt: skip
+                        f"{check.describe(p)}")  # fmt: skip
     if p.ndim == 0 or p.shape[-1] == 0:
         raise ValueError(f"{what} must have a non-empty last dimension of words, got shape "
                          f"{tuple(p.shape)}")  # fmt: skip
@@ -340,8 +326,7 @@ def _check_packed(p: object, what: str) -> Tensor:
 
 
 def _check_n(n: object, words: int) -> int:
-    if isinstance(n, bool) or not isinstance(n, int):
-        raise TypeError(f"n must be an int, got {type(n).__name__}")
+    check.integer(n, "n")
     if not WORD * (words - 1) < n <= WORD * words:
         raise ValueError(
             f"n = {n} does not fit {words} packed word(s): they hold "
@@ -462,7 +447,7 @@ def ternarize(w: Tensor) -> tuple[Tensor, Tensor]:
     approximation of the optimal threshold for Gaussian-like weights); α = mean of ``|w_i|``
     over the kept entries, which minimises ‖W − αt‖² for that t (0 if none is kept).
     """
-    w = _check_float(w)
+    w = check.float_tensor(w, "w", inf=True, why=_SIGN)
     if not torch.isfinite(w).all():
         raise ValueError("w contains inf; the threshold 0.7·mean|w| would be inf")
     delta = 0.7 * w.abs().mean()
@@ -485,21 +470,17 @@ def power_of_two_quantize(w: Tensor, bits: int, max_exponent: int | None = None)
     ``sign(w)·2^(sign(w)·floor(log2|w|))`` negates the exponent of negative weights and
     truncates: course erratum 8.)
     """
-    w = _check_float(w)
+    w = check.float_tensor(w, "w", inf=True, why=_SIGN)
     if not torch.isfinite(w).all():
         raise ValueError("w contains inf; log2|w| must be finite")
-    if isinstance(bits, bool) or not isinstance(bits, int):
-        raise TypeError(f"bits must be an int, got {type(bits).__name__}")
-    if not 2 <= bits <= 8:
-        raise ValueError(f"bits must be in 2..8 (one sign bit, at least one exponent bit), "
-                         f"got {bits}")  # fmt: skip
+    check.bits(bits, 2, 8, what=" (one sign bit, at least one exponent bit)")
     magnitude = w.abs()
     if max_exponent is None:
         if not (magnitude > 0).any():
             return torch.zeros_like(w)
         max_exponent = int(torch.round(torch.log2(magnitude.max())))
-    elif isinstance(max_exponent, bool) or not isinstance(max_exponent, int):
-        raise TypeError(f"max_exponent must be an int or None, got {type(max_exponent).__name__}")
+    else:
+        check.integer(max_exponent, "max_exponent")
     min_exponent = max_exponent - 2 ** (bits - 1) + 2
     nonzero = magnitude > 0
     e = torch.round(torch.log2(torch.where(nonzero, magnitude, 1.0)))

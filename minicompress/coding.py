@@ -33,6 +33,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from minicompress import _validate as check
+
 __all__ = [
     "MAX_CODE_LENGTH",
     "HuffmanEncoded",
@@ -97,7 +99,10 @@ def _count(symbols: object) -> dict[Hashable, int]:
         return dict(zip(values.tolist(), counts.tolist(), strict=True))
     if not isinstance(symbols, Iterable) or isinstance(symbols, str | bytes):
         raise TypeError(f"symbols must be a sequence, array or tensor, got {type(symbols)}")
-    return dict(Counter(symbols))
+    counts = dict(Counter(symbols))
+    if any(isinstance(s, float) and math.isnan(s) for s in counts):  # NaN != NaN: no symbol
+        raise ValueError("symbols contain NaN")
+    return counts
 
 
 def entropy(data: Mapping | Iterable) -> float:
@@ -299,6 +304,8 @@ def huffman_encode(symbols: Iterable, code: Mapping[Hashable, str] | None = None
     code of the same lengths (the same size; `huffman_code` already returns canonical codes).
     Vectorised: code word ℓ_i bits long starts at bit Σ_{j<i} ℓ_j (§ "Encoding").
     """
+    if _as_array(symbols) is None and isinstance(symbols, Iterable):
+        symbols = list(symbols)  # a generator is read twice below (count, then encode)
     if code is None:
         counts = _count(symbols)
         if not counts:
@@ -411,8 +418,7 @@ def huffman_decode(encoded: HuffmanEncoded, *, as_array: bool = False) -> list |
         raise TypeError(f"encoded must be a HuffmanEncoded, got {type(encoded).__name__}")
     for name in ("n_bits", "n_symbols"):
         value = getattr(encoded, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+        check.integer(value, name, 0)
     tables = _Tables(encoded.code)
     ids = _decode_ids(encoded, tables)
     if tables.numeric is not None:
@@ -427,11 +433,7 @@ def huffman_decode(encoded: HuffmanEncoded, *, as_array: bool = False) -> list |
 
 
 def _check_index_bits(index_bits: object) -> int:
-    if isinstance(index_bits, bool) or not isinstance(index_bits, int):
-        raise TypeError(f"index_bits must be an int, got {type(index_bits).__name__}")
-    if not 1 <= index_bits <= 16:
-        raise ValueError(f"index_bits must be in 1..16, got {index_bits}")
-    return index_bits
+    return check.bits(index_bits, 1, 16, "index_bits")
 
 
 def relative_index_encode(values: object, index_bits: int) -> tuple[np.ndarray, np.ndarray]:
@@ -467,8 +469,7 @@ def relative_index_decode(gaps: object, entries: object, length: int) -> np.ndar
     """The flat array of ``length`` that `relative_index_encode` stored: positions are
     p_i = Σ_{j≤i} (gap_j + 1) − 1; fillers write their value 0."""
     gaps, entries = np.asarray(gaps), np.asarray(entries)
-    if isinstance(length, bool) or not isinstance(length, int) or length < 0:
-        raise ValueError(f"length must be an integer >= 0, got {length!r}")
+    check.integer(length, "length", 0)
     if gaps.ndim != 1 or gaps.shape != entries.shape:
         raise ValueError("gaps and entries must be 1-D and of the same length")
     if len(gaps) and (gaps.dtype.kind not in "iu" or gaps.min() < 0):
@@ -502,6 +503,14 @@ def from_csr(
 ) -> np.ndarray:
     """The dense matrix of a CSR triple (inverse of `to_csr`)."""
     values, columns, pointers = np.asarray(values), np.asarray(columns), np.asarray(pointers)
+    if not isinstance(shape, tuple | list) or len(shape) != 2:
+        raise TypeError(f"shape must be a pair (rows, columns), got {shape!r}")
+    for name, n in zip(("rows", "columns"), shape, strict=True):
+        check.integer(n, f"shape's {name}", 0)
+    for name, array in (("columns", columns), ("pointers", pointers)):
+        if array.ndim != 1 or (array.size and array.dtype.kind not in "iu"):
+            raise TypeError(f"{name} must be a 1-D array of integers, got {array.dtype} "
+                            f"{array.shape}")  # fmt: skip
     if len(shape) != 2 or len(pointers) != shape[0] + 1 or len(values) != len(columns):
         raise ValueError("inconsistent CSR arrays for the given shape")
     if len(columns) and (columns.min() < 0 or columns.max() >= shape[1]):
@@ -510,5 +519,8 @@ def from_csr(
         raise ValueError("row pointers must rise from 0 to the number of values")
     out = np.zeros(shape, dtype=values.dtype)
     rows = np.repeat(np.arange(shape[0]), np.diff(pointers))
+    flat = rows.astype(np.int64) * shape[1] + columns
+    if len(np.unique(flat)) != len(flat):  # the dense write below would keep only the last
+        raise ValueError("duplicate column index within a row: each entry must appear once")
     out[rows, columns] = values
     return out

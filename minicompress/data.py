@@ -9,7 +9,11 @@ looks for the four original idx files (gzipped or raw) in, in order:
 4. `/usr/share/datasets/<name>` (Debian's `dataset-fashion-mnist` package),
 
 and in each of the first three also under `<name>/` and torchvision's `<Class>/raw/` layout,
-so a folder that torchvision downloaded into works as it is.
+so a folder that torchvision downloaded into works as it is. A split's images and labels
+always come from the same folder. A `root` or `$MINICOMPRESS_DATA` that is given is the only
+place searched: if it lacks the pair, that is an error naming what is missing, never a
+silent fall-back to another copy. Files are read once and cached under their resolved path,
+size and modification time, so a changed file or a changed `$MINICOMPRESS_DATA` is re-read.
 
 Whole tensors (60 000 images are 47 MB as uint8) rather than a per-sample `DataLoader`:
 slicing a tensor is what keeps training fast on a 2-core machine.
@@ -24,6 +28,7 @@ import functools
 import gzip
 import os
 import sys
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +36,8 @@ import numpy as np
 import platformdirs
 import torch
 from torch import Tensor
+
+from minicompress import _validate as check
 
 __all__ = [
     "CLASSES",
@@ -78,37 +85,62 @@ class DataNotFoundError(FileNotFoundError):
     """No copy of the data set was found in any of the places searched."""
 
 
-def read_idx(path: str | os.PathLike) -> np.ndarray:
+def read_idx(path: str | os.PathLike, *, shape: tuple[int, ...] | None = None) -> np.ndarray:
     """Read one idx file (optionally gzipped) and check its header against its length.
 
     The idx format is a 4-byte magic number ``0x00 0x00 <type> <ndim>``, then ``ndim``
     big-endian uint32 sizes, then the data. Raises `ValueError` naming the file for a bad
-    magic number, an unsupported element type, or a file shorter or longer than its header
-    says.
+    magic number, an unsupported element type, a header other than ``shape`` (if given), or
+    a file shorter or longer than its header says. A gzipped file is decompressed as a
+    stream that stops one byte past the size its header declares, so a small file that
+    expands to gigabytes costs no more than what the header (and ``shape``) allow.
     """
-    path = Path(path)
+    path = check.regular_file(path, "path")
+    gz = path.suffix == ".gz"
     try:
-        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    except (EOFError, gzip.BadGzipFile, OSError) as err:
+        with gzip.open(path, "rb") if gz else path.open("rb") as f:
+            return _read_idx_stream(f, path, shape, None if gz else path.stat().st_size)
+    except (EOFError, gzip.BadGzipFile, zlib.error) as err:
         raise ValueError(
             f"{path}: cannot decompress ({err}); the file is corrupt or truncated"
         ) from err
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
-        raise ValueError(f"{path}: not an idx file (bad magic number {raw[:4].hex()!r})")
-    dtype_code, ndim = raw[2], raw[3]
+
+
+def _read_idx_stream(f, path: Path, shape: tuple | None, file_size: int | None) -> np.ndarray:
+    magic = f.read(4)
+    if len(magic) < 4 or magic[0] != 0 or magic[1] != 0:
+        raise ValueError(f"{path}: not an idx file (bad magic number {magic.hex()!r})")
+    dtype_code, ndim = magic[2], magic[3]
     if dtype_code not in _IDX_DTYPES:
         raise ValueError(f"{path}: idx element type 0x{dtype_code:02x} unsupported (need 0x08)")
-    header = 4 + 4 * ndim
-    if len(raw) < header:
+    sizes = f.read(4 * ndim)
+    if len(sizes) < 4 * ndim:
         raise ValueError(f"{path}: truncated inside the header")
-    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    expected = header + int(np.prod(shape))
-    if len(raw) != expected:
+    declared = tuple(int.from_bytes(sizes[4 * i : 4 + 4 * i], "big") for i in range(ndim))
+    if shape is not None and declared != tuple(shape):
+        raise ValueError(f"{path}: expected shape {tuple(shape)}, the header says {declared}")
+    n = int(np.prod(declared, dtype=object)) if declared else 1
+    expected = 4 + 4 * ndim + n
+    if file_size is not None and file_size != expected:  # a raw file: check before reading
         raise ValueError(
-            f"{path}: header says shape {shape} ({expected} bytes) but the file has "
-            f"{len(raw)} bytes; it is truncated or corrupt"
+            f"{path}: header says shape {declared} ({expected} bytes) but the file has "
+            f"{file_size} bytes; it is truncated or corrupt"
         )
-    return np.frombuffer(raw, dtype=_IDX_DTYPES[dtype_code], offset=header).reshape(shape)
+    data = bytearray()
+    while len(data) < n:  # in chunks: a lying header must not allocate what is not there
+        chunk = f.read(min(n - len(data), 1 << 22))
+        if not chunk:
+            raise ValueError(
+                f"{path}: header says shape {declared} ({expected} bytes) but the data ends "
+                f"after {4 + 4 * ndim + len(data)} bytes; it is truncated or corrupt"
+            )
+        data += chunk
+    if f.read(1):
+        raise ValueError(
+            f"{path}: header says shape {declared} ({expected} bytes) but the file is longer; "
+            "it is truncated or corrupt"
+        )
+    return np.frombuffer(data, dtype=_IDX_DTYPES[dtype_code]).reshape(declared)
 
 
 def _user_cache() -> Path:
@@ -129,11 +161,10 @@ def search_paths(
     return dirs
 
 
-def _find(stem: str, dirs: list[Path]) -> Path | None:
-    for d in dirs:
-        for candidate in (d / stem, d / f"{stem}.gz"):
-            if candidate.is_file():
-                return candidate
+def _find(stem: str, folder: Path) -> Path | None:
+    for candidate in (folder / stem, folder / f"{stem}.gz"):
+        if candidate.is_file():
+            return candidate
     return None
 
 
@@ -144,13 +175,16 @@ def _dataset(name: str) -> _Dataset:
     raise ValueError(f"dataset must be 'fashion-mnist' or 'mnist', got {name!r}")
 
 
-def _not_found(ds: _Dataset, split: str, dirs: list[Path]) -> DataNotFoundError:
+def _not_found(ds: _Dataset, split: str, dirs: list[Path], given: str = "") -> DataNotFoundError:
     tried = "\n".join(f"  - {d}" for d in dirs)
     debian = (
         f"  - Debian/Ubuntu: sudo apt-get install {ds.debian_package}\n" if ds is _FASHION else ""
     )
+    image_stem, label_stem, _ = _FILES[split]
+    where = f" in {given}, the only place searched when it is given" if given else ""
     return DataNotFoundError(
-        f"{ds.name} ({split}) not found. Looked for {_FILES[split][0]}[.gz] in:\n{tried}\n"
+        f"{ds.name} ({split}) not found{where}. Looked for {image_stem}[.gz] and "
+        f"{label_stem}[.gz] in:\n{tried}\n"
         f"Get it one of these ways:\n{debian}"
         f"  - download once (needs internet): minicompress.data.{ds.name.replace('-', '_')}"
         f"(download=True), or `python -m minicompress.data --download`\n"
@@ -158,37 +192,67 @@ def _not_found(ds: _Dataset, split: str, dirs: list[Path]) -> DataNotFoundError:
     )
 
 
-def _download(ds: _Dataset) -> None:
+def _places(root: str | os.PathLike | None, ds: _Dataset) -> tuple[list[Path], str]:
+    """The folders to search and, when the caller named one place, how it was named."""
+    dirs = search_paths(root, ds.name)
+    given = ""
+    if root is not None:
+        given = f"root={os.fspath(root)!r}"
+    elif os.environ.get("MINICOMPRESS_DATA"):
+        given = f"$MINICOMPRESS_DATA={os.environ['MINICOMPRESS_DATA']!r}"
+    return (dirs[:3] if given else dirs), given  # a given place has no fall-back
+
+
+def _download(ds: _Dataset, target: Path) -> None:
     import torchvision  # only needed here; the offline path never imports it
 
     cls = getattr(torchvision.datasets, ds.torchvision_class)
     for train in (True, False):
-        cls(root=str(_user_cache()), train=train, download=True)
+        cls(root=str(target), train=train, download=True)
 
 
 def locate(
     split: str = "train", root: str | os.PathLike | None = None, dataset: str = "fashion-mnist"
 ) -> tuple[Path, Path]:
-    """The (images, labels) files the loader would read; `DataNotFoundError` if none."""
+    """The (images, labels) files the loader would read, both from the same folder.
+
+    `DataNotFoundError` if no folder holds the pair, naming what is missing: a folder that
+    holds only one of the two files is an error, not a reason to take the other elsewhere.
+    """
     if split not in _FILES:
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    dirs = search_paths(root, dataset)
+    ds = _dataset(dataset)
+    dirs, given = _places(root, ds)
     image_stem, label_stem, _ = _FILES[split]
-    image_path, label_path = _find(image_stem, dirs), _find(label_stem, dirs)
-    if image_path is None or label_path is None:
-        raise _not_found(_dataset(dataset), split, dirs)
-    return image_path, label_path
+    for folder in dirs:
+        image_path, label_path = _find(image_stem, folder), _find(label_stem, folder)
+        if image_path is not None and label_path is not None:
+            return image_path, label_path
+        if image_path is not None or label_path is not None:
+            if label_path is None:
+                have, lack = image_path, label_stem
+            else:
+                have, lack = label_path, image_stem
+            raise DataNotFoundError(
+                f"{folder} holds {have.name} but not {lack}[.gz]: a split's images and labels "
+                "must come from the same folder; add the missing file or remove the other"
+            )
+    raise _not_found(ds, split, dirs, given)
 
 
-@functools.cache
-def _load_uint8(dataset: str, split: str, root: str | None) -> tuple[Tensor, Tensor]:
-    image_path, label_path = locate(split, root, dataset)
-    count = _FILES[split][2]
-    images, labels = read_idx(image_path), read_idx(label_path)
-    if images.shape != (count, 28, 28):
-        raise ValueError(f"{image_path}: expected shape ({count}, 28, 28), got {images.shape}")
-    if labels.shape != (count,):
-        raise ValueError(f"{label_path}: expected {count} labels, got shape {labels.shape}")
+def _identity(path: Path) -> tuple[str, int, int]:
+    """What the cache is keyed on: the resolved path, the size and the modification time."""
+    info = path.stat()
+    return str(path.resolve()), info.st_size, info.st_mtime_ns
+
+
+@functools.lru_cache(maxsize=8)
+def _load_uint8(
+    images_id: tuple[str, int, int], labels_id: tuple[str, int, int], count: int
+) -> tuple[Tensor, Tensor]:
+    image_path, label_path = Path(images_id[0]), Path(labels_id[0])
+    images = read_idx(image_path, shape=(count, 28, 28))
+    labels = read_idx(label_path, shape=(count,))
     if labels.max() > 9:
         raise ValueError(f"{label_path}: labels must lie in 0..9, found {int(labels.max())}")
     return torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64))
@@ -201,14 +265,17 @@ def _load(
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     if not isinstance(download, bool):
         raise TypeError(f"download must be a bool, got {type(download).__name__}")
-    key_root = None if root is None else str(Path(root).expanduser())
+    root = None if root is None else Path(root).expanduser()
     try:
-        images, labels = _load_uint8(dataset, split, key_root)
+        image_path, label_path = locate(split, root, dataset)
     except DataNotFoundError:
         if not download:
             raise
-        _download(_dataset(dataset))
-        images, labels = _load_uint8(dataset, split, key_root)
+        env = os.environ.get("MINICOMPRESS_DATA")
+        _download(_dataset(dataset), root or (Path(env) if env else _user_cache()))
+        image_path, label_path = locate(split, root, dataset)
+    count = _FILES[split][2]
+    images, labels = _load_uint8(_identity(image_path), _identity(label_path), count)
     # A fresh float copy each call, so a caller can modify it without touching the cache.
     return images.unsqueeze(1).float().div_(255.0), labels.clone()
 

@@ -21,54 +21,30 @@ References: Hinton, Vinyals, Dean (2015), *Distilling the Knowledge in a Neural 
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from minicompress import _validate as check
 from minicompress.train import TrainConfig, fit, predict
 
 __all__ = ["distill", "gap_closed", "kd_loss", "soft_targets", "teacher_logits"]
 
 
-def _describe(x: object) -> str:
-    return f"tensor of dtype {x.dtype}" if isinstance(x, Tensor) else type(x).__name__
-
-
 def _check_logits(logits: object, what: str) -> Tensor:
-    if not isinstance(logits, Tensor) or not logits.is_floating_point():
-        raise TypeError(f"{what} must be a floating-point tensor, got {_describe(logits)}")
+    check.float_tensor(logits, what, empty=True)
     if logits.ndim != 2 or logits.shape[0] == 0 or logits.shape[1] < 2:
         raise ValueError(
             f"{what} must have shape (N, C) with N >= 1 examples and C >= 2 classes, "
             f"got {tuple(logits.shape)}"
         )
-    if not torch.isfinite(logits).all():
-        raise ValueError(f"{what} contain NaN or inf")
     return logits
-
-
-def _check_temperature(temperature: object) -> float:
-    if isinstance(temperature, bool) or not isinstance(temperature, int | float):
-        raise TypeError(f"temperature must be a number, got {type(temperature).__name__}")
-    if not math.isfinite(temperature) or temperature <= 0:
-        raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
-    return float(temperature)
-
-
-def _check_alpha(alpha: object) -> float:
-    if isinstance(alpha, bool) or not isinstance(alpha, int | float):
-        raise TypeError(f"alpha must be a number, got {type(alpha).__name__}")
-    if not 0 <= alpha <= 1:  # also False for NaN
-        raise ValueError(f"alpha must be in [0, 1] (the weight of the soft term), got {alpha}")
-    return float(alpha)
 
 
 def _check_targets(targets: object, n: int, classes: int) -> Tensor:
     if not isinstance(targets, Tensor) or targets.dtype != torch.int64:
         raise TypeError(f"targets must be an int64 tensor of class indices, got "
-                        f"{_describe(targets)}")  # fmt: skip
+                        f"{check.describe(targets)}")  # fmt: skip
     if targets.shape != (n,):
         raise ValueError(f"targets must have shape ({n},), got {tuple(targets.shape)}")
     if int(targets.min()) < 0 or int(targets.max()) >= classes:
@@ -86,13 +62,15 @@ def soft_targets(logits: Tensor, temperature: float) -> Tensor:
     T = 1 is the ordinary softmax; T → ∞ tends to the uniform distribution, T → 0 to the
     one-hot of the largest logit.
     """
-    if not isinstance(logits, Tensor) or not logits.is_floating_point():
-        raise TypeError(f"logits must be a floating-point tensor, got {_describe(logits)}")
+    check.float_tensor(logits, "logits", empty=True)
     if logits.ndim == 0 or logits.numel() == 0:
         raise ValueError(f"logits must be a non-empty tensor (..., C), got {tuple(logits.shape)}")
-    if not torch.isfinite(logits).all():
-        raise ValueError("logits contain NaN or inf")
-    return torch.softmax(logits / _check_temperature(temperature), dim=-1)
+    temperature = check.temperature(temperature)
+    p = torch.softmax(logits / temperature, dim=-1)
+    if not torch.isfinite(p).all():  # v / T overflowed (tiny T): shift by the max first
+        shifted = logits - logits.max(dim=-1, keepdim=True).values
+        p = torch.softmax(shifted / temperature, dim=-1)
+    return p
 
 
 def kd_loss(
@@ -121,7 +99,7 @@ def kd_loss(
             f"{tuple(teacher_logits.shape)} must have the same shape (N, C): one row per "
             "example, one column per class, for both networks"
         )
-    temperature, alpha = _check_temperature(temperature), _check_alpha(alpha)
+    temperature, alpha = check.temperature(temperature), check.probability(alpha, "alpha")
     n, classes = student_logits.shape
     if targets is None:
         if alpha != 1:
@@ -131,6 +109,9 @@ def kd_loss(
         targets = _check_targets(targets, n, classes)
     log_q = F.log_softmax(student_logits / temperature, dim=1)
     log_p = F.log_softmax(teacher_logits.detach() / temperature, dim=1)
+    if not (torch.isfinite(log_q).all() and torch.isfinite(log_p).all()):
+        raise ValueError(f"temperature {temperature} is too small for these logits: z / T "
+                         "overflows float")  # fmt: skip
     # Σ_i p_i (log p_i − log q_i) per example, averaged over the N examples
     soft = F.kl_div(log_q, log_p, reduction="batchmean", log_target=True)
     loss = alpha * temperature**2 * soft
@@ -147,10 +128,8 @@ def teacher_logits(teacher: nn.Module, images: Tensor, batch_size: int = 1000) -
     replaces one per epoch. The result is an ordinary tensor (not an inference tensor),
     usable as a loss target.
     """
-    if not isinstance(teacher, nn.Module):
-        raise TypeError(f"teacher must be a torch.nn.Module, got {type(teacher).__name__}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    check.module(teacher, "teacher")
+    check.integer(batch_size, "batch_size", 1)
     return predict(teacher, images, batch_size).clone()  # clone: leave inference mode
 
 
@@ -173,8 +152,7 @@ def distill(
     tensor of shape (N, C) whose row k belongs to ``images[k]``. Training is
     `minicompress.train.fit` with the same seeding: the same config gives the same student.
     """
-    if not isinstance(student, nn.Module):
-        raise TypeError(f"student must be a torch.nn.Module, got {type(student).__name__}")
+    check.module(student, "student")
     if teacher is student:
         raise ValueError("the teacher and the student are the same model; distillation trains "
                          "a separate student on the teacher's outputs")  # fmt: skip
@@ -191,7 +169,7 @@ def distill(
     else:
         raise TypeError(f"teacher must be a torch.nn.Module or a tensor of its logits, got "
                         f"{type(teacher).__name__}")  # fmt: skip
-    temperature, alpha = _check_temperature(temperature), _check_alpha(alpha)
+    temperature, alpha = check.temperature(temperature), check.probability(alpha, "alpha")
     labels = _check_targets(labels, len(cached), cached.shape[1])
     # fit shuffles the batches and hands loss_fn (images[idx], labels[idx]): passing the
     # example indices as the "labels" lets each batch find its targets and teacher logits.
@@ -214,10 +192,7 @@ def gap_closed(scratch: float, distilled: float, teacher: float) -> float:
     """
     values = {"scratch": scratch, "distilled": distilled, "teacher": teacher}
     for name, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-        if not math.isfinite(value):
-            raise ValueError(f"{name} must be finite, got {value}")
+        check.number(value, name)
     if teacher <= scratch:
         raise ValueError(
             f"the teacher ({teacher}) must score higher than the student trained from scratch "

@@ -18,7 +18,6 @@ Conventions (the chapter explains why):
 from __future__ import annotations
 
 import io
-import math
 import os
 import platform
 import statistics
@@ -29,6 +28,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor, nn
 
+from minicompress import _validate as check
 from minicompress.train import evaluate, predict
 
 __all__ = [
@@ -53,20 +53,15 @@ __all__ = [
 ]
 
 
-def _check_module(model: object) -> None:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-
-
 def count_parameters(model: nn.Module) -> int:
     """Number of parameters (weights and biases): Σ over parameters of their numel."""
-    _check_module(model)
+    check.module(model)
     return sum(p.numel() for p in model.parameters())
 
 
 def count_nonzero(model: nn.Module) -> int:
     """Number of parameters that are not exactly zero."""
-    _check_module(model)
+    check.module(model)
     return sum(int(torch.count_nonzero(p)) for p in model.parameters())
 
 
@@ -79,8 +74,18 @@ def sparsity(model: nn.Module) -> float:
 
 
 def _tensors(obj: object) -> list[Tensor]:
-    """Every tensor in a module's state dict, a mapping, a sequence, or a tensor."""
+    """Every tensor in a module's state dict, a mapping, a sequence, or a tensor; a sparse
+    tensor as the tensors it stores (CSR: values, column indices, row pointers)."""
     if isinstance(obj, Tensor):
+        if obj.layout in (torch.sparse_csr, torch.sparse_csc, torch.sparse_bsr, torch.sparse_bsc):
+            compressed, plain = (
+                (obj.crow_indices(), obj.col_indices())
+                if obj.layout in (torch.sparse_csr, torch.sparse_bsr)
+                else (obj.ccol_indices(), obj.row_indices())
+            )
+            return [obj.values(), compressed, plain]
+        if obj.layout == torch.sparse_coo:
+            return [obj._values(), obj._indices()]
         return [obj]
     if isinstance(obj, nn.Module):
         return _tensors(obj.state_dict())
@@ -94,8 +99,10 @@ def _tensors(obj: object) -> list[Tensor]:
 def size_in_bits(obj: nn.Module | Mapping | Tensor) -> int:
     """Bits to store the tensors themselves: Σ numel · (bits per element of its dtype).
 
-    Counts a module's whole state dict (parameters and buffers). It is the information
-    content of the numbers, without any file format around them; see `serialized_size`.
+    Counts a module's whole state dict (parameters and buffers). A sparse tensor counts
+    what it stores (CSR: its values, column indices and row pointers), not its dense size.
+    It is the information content of the numbers, without any file format around them;
+    see `serialized_size`.
     """
     if not isinstance(obj, nn.Module | Mapping | Tensor):
         raise TypeError(f"expected a Module, state dict or Tensor, got {type(obj).__name__}")
@@ -122,8 +129,7 @@ def serialized_size(obj: nn.Module | Mapping) -> int:
 def compression_ratio(original: float, compressed: float) -> float:
     """original / compressed: "12×" means the compressed model is 12 times smaller."""
     for name, value in (("original", original), ("compressed", compressed)):
-        if not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
-            raise ValueError(f"{name} size must be a positive finite number, got {value!r}")
+        check.number(value, f"{name} size", 0.0, low_open=True)
     return original / compressed
 
 
@@ -134,7 +140,7 @@ def layer_macs(model: nn.Module, example: Tensor) -> dict[str, int]:
     (each output value is a dot product of that length). Other layers (ReLU, pooling) are
     ignored: they cost no multiplications. Counts scale with the batch in ``example``.
     """
-    _check_module(model)
+    check.module(model)
     if not isinstance(example, Tensor):
         raise TypeError(f"example must be a Tensor, got {type(example).__name__}")
     counts: dict[str, int] = {}
@@ -227,13 +233,13 @@ def measure_latency(
     ``threads`` sets ``torch.set_num_threads`` for the measurement (and restores it);
     ``None`` keeps the current setting. Runs in eval mode under ``torch.inference_mode``.
     """
-    _check_module(model)
+    check.module(model)
     if not isinstance(example, Tensor) or example.ndim < 1:
         raise TypeError("example must be a batched Tensor")
-    if warmup < 0 or repeats < 1:
-        raise ValueError(f"need warmup >= 0 and repeats >= 1, got {warmup}, {repeats}")
-    if threads is not None and threads < 1:
-        raise ValueError(f"threads must be >= 1 or None, got {threads}")
+    check.integer(warmup, "warmup", 0)
+    check.integer(repeats, "repeats", 1)
+    if threads is not None:
+        check.integer(threads, "threads", 1)
     previous = torch.get_num_threads()
     was_training = model.training
     model.eval()
@@ -304,8 +310,8 @@ def paired_difference(
     independent test sets when the models mostly agree — and McNemar's test asks whether
     only_a and only_b differ by more than chance.
     """
-    _check_module(model_a)
-    _check_module(model_b)
+    check.module(model_a, "model_a")
+    check.module(model_b, "model_b")
     right_a = predict(model_a, images).argmax(1) == labels
     right_b = predict(model_b, images).argmax(1) == labels
     return PairedDifference(

@@ -25,7 +25,7 @@ __all__ = ["MLP", "LeNet300100", "LeNet5"]
 def _check_widths(widths: Sequence[int], what: str) -> tuple[int, ...]:
     widths = tuple(widths)
     for w in widths:
-        if isinstance(w, bool) or not isinstance(w, int) or w < 1:
+        if isinstance(w, bool) or not isinstance(w, int) or w < 1:  # one message for all
             raise ValueError(f"{what} must be positive integers, got {widths!r}")
     return widths
 

@@ -19,13 +19,13 @@ References: Han, Pool, Tran, Dally (2015); Zhu & Gupta (2017); Li et al. (2017).
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
 
+from minicompress import _validate as check
 from minicompress.models import MLP, LeNet5
 from minicompress.train import TrainConfig, fit
 
@@ -50,22 +50,12 @@ __all__ = [
 
 
 def _check_weight(weight: object, what: str = "weight") -> Tensor:
-    if not isinstance(weight, Tensor) or not weight.is_floating_point():
-        kind = f"tensor of dtype {weight.dtype}" if isinstance(weight, Tensor) else type(weight)
-        raise TypeError(f"{what} must be a floating-point tensor, got {kind}")
-    if weight.numel() == 0:
-        raise ValueError(f"{what} is empty")
-    if torch.isnan(weight).any():
-        raise ValueError(f"{what} contains NaN; magnitudes of NaN cannot be ranked")
-    return weight.detach()
+    why = "magnitudes of NaN cannot be ranked"
+    return check.float_tensor(weight, what, inf=True, why=why).detach()
 
 
-def _check_sparsity(sparsity: float) -> float:
-    if isinstance(sparsity, bool) or not isinstance(sparsity, int | float):
-        raise TypeError(f"sparsity must be a number in [0, 1], got {type(sparsity).__name__}")
-    if not 0.0 <= sparsity <= 1.0:  # also rejects NaN
-        raise ValueError(f"sparsity must lie in [0, 1] (the fraction removed), got {sparsity}")
-    return float(sparsity)
+def _check_sparsity(sparsity: float, name: str = "sparsity") -> float:
+    return check.probability(sparsity, name)  # the fraction removed
 
 
 def _n_removed(sparsity: float, n: int) -> int:
@@ -91,10 +81,7 @@ def magnitude_mask(weight: Tensor, sparsity: float) -> Tensor:
 def threshold_mask(weight: Tensor, threshold: float) -> Tensor:
     """Keep weights with ``|w| >= threshold``; remove ``|w| < threshold`` (both signs alike)."""
     weight = _check_weight(weight)
-    if isinstance(threshold, bool) or not isinstance(threshold, int | float):
-        raise TypeError(f"threshold must be a number, got {type(threshold).__name__}")
-    if not threshold >= 0 or math.isinf(threshold):
-        raise ValueError(f"threshold must be a finite number >= 0, got {threshold}")
+    check.number(threshold, "threshold", 0.0)
     return weight.abs() >= threshold
 
 
@@ -120,8 +107,7 @@ def global_magnitude_masks(weights: Mapping[str, Tensor], sparsity: float) -> di
 
 def prunable_weights(model: nn.Module) -> dict[str, Tensor]:
     """The ``weight`` of every Linear and Conv2d layer, by parameter name (``"fc1.weight"``)."""
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check.module(model)
     return {
         f"{name}.weight": module.weight
         for name, module in model.named_modules()
@@ -206,11 +192,9 @@ def gradual_sparsity(
     s_i before t₀, held between pruning steps, and s_f from t₀ + nΔt on.
     """
     for name, value in (("step", step), ("start", start), ("n_steps", n_steps)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
-    if isinstance(frequency, bool) or not isinstance(frequency, int) or frequency < 1:
-        raise ValueError(f"frequency must be an integer >= 1, got {frequency!r}")
-    initial, final = _check_sparsity(initial), _check_sparsity(final)
+        check.integer(value, name, 0)
+    check.integer(frequency, "frequency", 1)
+    initial, final = _check_sparsity(initial, "initial"), _check_sparsity(final, "final")
     if step < start:
         return initial
     if n_steps == 0:
@@ -298,8 +282,7 @@ def csr_numbers(nonzeros: int, rows: int) -> int:
     """Numbers stored by CSR for a matrix with ``a`` non-zeros and ``n`` rows: 2a + n + 1
     (a values, a column indices, n + 1 row pointers)."""
     for name, value in (("nonzeros", nonzeros), ("rows", rows)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+        check.integer(value, name, 0)
     return 2 * nonzeros + rows + 1
 
 
@@ -310,8 +293,7 @@ def csr_state_dict(model: nn.Module, index_dtype: torch.dtype = torch.int32) -> 
     the im2col view. Indices are ``index_dtype`` (int32 by default: PyTorch's int64 would
     double their cost). Measure it with `minicompress.measure.serialized_size`.
     """
-    if index_dtype not in (torch.int32, torch.int64):
-        raise ValueError(f"index_dtype must be torch.int32 or torch.int64, got {index_dtype}")
+    check.choice(index_dtype, "index_dtype", (torch.int32, torch.int64))
     weights = prunable_weights(model)
     out = {}
     for name, tensor in model.state_dict().items():

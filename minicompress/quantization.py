@@ -30,6 +30,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from minicompress import _validate as check
+
 __all__ = [
     "QParams",
     "QuantizedLinear",
@@ -56,6 +58,8 @@ class QParams:
 
     ``scale`` (float32) and ``zero_point`` (int64) are 0-d tensors for per-tensor
     quantization, or 1-d with one entry per slice along ``axis`` for per-channel.
+    Checked on creation: every S finite and > 0, every Z an integer in [qmin, qmax], and
+    [qmin, qmax] holding at most 2^bits integers (S = 0 or NaN would make every r̂ wrong).
     """
 
     scale: Tensor
@@ -64,6 +68,29 @@ class QParams:
     qmin: int
     qmax: int
     axis: int | None = None
+
+    def __post_init__(self) -> None:
+        check.integer(self.bits, "bits", 1, 32)
+        check.integer(self.qmin, "qmin")
+        check.integer(self.qmax, "qmax")
+        if not self.qmin < self.qmax or self.qmax - self.qmin >= 2**self.bits:
+            raise ValueError(f"[qmin, qmax] = [{self.qmin}, {self.qmax}] must be a non-empty "
+                             f"range of at most 2^bits = {2**self.bits} integers")  # fmt: skip
+        if self.axis is not None:
+            check.integer(self.axis, "axis", 0)
+        want = 0 if self.axis is None else 1
+        scale = check.float_tensor(self.scale, "scale", why="S must be finite and > 0")
+        if scale.ndim != want or (scale <= 0).any():
+            raise ValueError(f"scale must be a {want}-d tensor of numbers > 0 (axis "
+                             f"{self.axis}), got {scale.tolist()}")  # fmt: skip
+        z = self.zero_point
+        if not isinstance(z, Tensor) or z.is_floating_point() or z.dtype == torch.bool:
+            raise TypeError(f"zero_point must be an integer tensor, got {check.describe(z)}")
+        if z.shape != scale.shape:
+            raise ValueError(f"zero_point has shape {tuple(z.shape)}, scale {tuple(scale.shape)}")
+        if int(z.min()) < self.qmin or int(z.max()) > self.qmax:
+            raise ValueError(f"zero_point must lie in [qmin, qmax] = [{self.qmin}, {self.qmax}], "
+                             f"got {z.tolist()}")  # fmt: skip
 
     def _shaped(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Scale and zero point broadcastable against ``x`` (reshaped along ``axis``)."""
@@ -74,38 +101,19 @@ class QParams:
         return self.scale.view(shape), self.zero_point.view(shape)
 
 
-def _check_bits(bits: int, symmetric: bool) -> None:
-    if isinstance(bits, bool) or not isinstance(bits, int):
-        raise TypeError(f"bits must be an int, got {type(bits).__name__}")
-    low = 2 if symmetric else 1
-    if not low <= bits <= 16:
-        kind = "symmetric" if symmetric else "asymmetric"
-        raise ValueError(f"bits must be in {low}..16 for {kind} quantization, got {bits}")
+def _check_bits(bits: int, symmetric: bool) -> int:
+    kind = "symmetric" if symmetric else "asymmetric"
+    return check.bits(bits, 2 if symmetric else 1, 16, what=f" for {kind} quantization")
 
 
-def _check_float(x: object, what: str = "x") -> Tensor:
-    if not isinstance(x, Tensor) or not x.is_floating_point():
-        kind = f"tensor of dtype {x.dtype}" if isinstance(x, Tensor) else type(x).__name__
-        raise TypeError(f"{what} must be a floating-point tensor, got {kind}")
-    if x.numel() == 0:
-        raise ValueError(f"{what} is empty")
-    if not torch.isfinite(x).all():
-        raise ValueError(f"{what} contains NaN or inf; a quantization range must be finite")
-    return x
-
-
-def _check_axis(axis: int | None, ndim: int) -> int | None:
-    if axis is None:
-        return None
-    if isinstance(axis, bool) or not isinstance(axis, int):
-        raise TypeError(f"axis must be an int or None, got {type(axis).__name__}")
-    if not -ndim <= axis < ndim:
-        raise ValueError(f"axis {axis} is out of range for a tensor with {ndim} dimensions")
-    return axis % ndim
+_FINITE = "a quantization range must be finite"
 
 
 def integer_range(bits: int, signed: bool) -> tuple[int, int]:
     """[qmin, qmax]: [0, 2^b − 1] unsigned, [−2^(b−1), 2^(b−1) − 1] signed."""
+    check.integer(bits, "bits", 1, 32)
+    if not isinstance(signed, bool):
+        raise TypeError(f"signed must be a bool, got {type(signed).__name__}")
     return (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
 
 
@@ -126,14 +134,14 @@ def calc_qparams(
     ``axis=None`` gives one (S, Z) for the tensor; ``axis=k`` one per slice along
     dimension k (per-channel: ``axis=0`` for a weight's output channels).
     """
-    x = _check_float(x)
+    x = check.float_tensor(x, "x", why=_FINITE)
     _check_bits(bits, symmetric)
-    axis = _check_axis(axis, x.ndim)
+    axis = check.axis(axis, x.ndim)
     x = x.detach().float()
     if axis is None:
         lo, hi = x.min(), x.max()
     else:
-        flat = x.movedim(axis, 0).flatten(1)  # (C, everything else)
+        flat = x.movedim(axis, 0).reshape(x.shape[axis], -1)  # (C, everything else)
         lo, hi = flat.min(dim=1).values, flat.max(dim=1).values
     lo, hi = torch.clamp(lo, max=0.0), torch.clamp(hi, min=0.0)  # 0 must be representable
     eps = torch.finfo(torch.float32).eps  # a constant tensor would give S = 0: avoid it
@@ -143,7 +151,14 @@ def calc_qparams(
         zero_point = torch.zeros_like(scale, dtype=torch.int64)
     else:
         scale = torch.clamp((hi - lo) / (qmax - qmin), min=eps)
+        # hi − lo overflows float32 beyond 3.4e38; the quotient itself may still fit
+        wide = ((hi.double() - lo.double()) / (qmax - qmin)).float()
+        scale = torch.where(torch.isfinite(scale), scale, wide)
         zero_point = torch.clamp(qmin - torch.round(lo / scale), qmin, qmax).to(torch.int64)
+    ends = (torch.tensor([qmin, qmax]).view(2, *[1] * scale.ndim) - zero_point) * scale
+    if not torch.isfinite(scale).all() or not torch.isfinite(ends).all():
+        raise ValueError(f"x spans too wide a range for {bits}-bit quantization: the grid "
+                         "S(q − Z) would reach beyond float32's ±3.4e38")  # fmt: skip
     return QParams(scale, zero_point, bits, qmin, qmax, axis)
 
 
@@ -159,10 +174,9 @@ def mse_clip_range(
     ``symmetric`` the range is ±f·max|x|. This is the "MSE" observer of Nagel et al. (2021).
     Tensors of more than 10^5 values are judged on a fixed random sample of 10^5.
     """
-    x = _check_float(x).detach().float().flatten()
+    x = check.float_tensor(x, "x", why=_FINITE).detach().float().flatten()
     _check_bits(bits, symmetric)
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive int, got {steps!r}")
+    check.integer(steps, "steps", 1)
     lo, hi = min(float(x.min()), 0.0), max(float(x.max()), 0.0)
     if symmetric:
         lo, hi = -max(-lo, hi), max(-lo, hi)
@@ -215,7 +229,7 @@ def quantize(x: Tensor, qp: QParams) -> Tensor:
     Equal to ``torch.quantize_per_tensor(x, S, Z, quint8).int_repr()`` (and the per-channel
     version) for the same S and Z.
     """
-    x = _check_float(x)
+    x = check.float_tensor(x, "x", why=_FINITE)
     qp = _check_qparams(qp, x)
     q = torch.clamp(_round_scaled(x, qp), qp.qmin, qp.qmax)
     return q.to(_storage_dtype(qp.qmin, qp.qmax))
@@ -241,7 +255,7 @@ def fake_quantize(x: Tensor, qp: QParams) -> Tensor:
     clamped. Forward and gradient equal ``torch.fake_quantize_per_tensor_affine`` (and
     ``..._per_channel_affine``).
     """
-    x = _check_float(x)
+    x = check.float_tensor(x, "x", why=_FINITE)
     qp = _check_qparams(qp, x)
     unclamped = _round_scaled(x.detach(), qp)
     inside = (unclamped >= qp.qmin) & (unclamped <= qp.qmax)
@@ -259,8 +273,7 @@ def quantize_multiplier(m: float) -> tuple[int, int]:
     integer makes the rescale an integer multiply and a shift (Jacob et al. 2018, §2.2).
     The relative error is below 2^−31.
     """
-    if isinstance(m, bool) or not isinstance(m, int | float) or not math.isfinite(m) or m <= 0:
-        raise ValueError(f"the multiplier must be a positive finite number, got {m!r}")
+    check.number(m, "m (the multiplier)", 0.0, low_open=True)
     mantissa, exponent = math.frexp(m)  # m = mantissa · 2^exponent, mantissa ∈ [0.5, 1)
     m0 = round(mantissa * 2**31)
     if m0 == 2**31:  # the mantissa rounded up to 1.0
@@ -272,13 +285,26 @@ def requantize(acc: Tensor, m0: Tensor, shift: Tensor) -> Tensor:
     """round(acc · m0 / 2^(31 + shift)) in integer arithmetic (int64), rounding halves up.
 
     The fixed-point rescale of an int32 accumulator by M = m0 · 2^−(31 + shift)
-    (`quantize_multiplier`); ``m0`` and ``shift`` broadcast against ``acc``.
+    (`quantize_multiplier`); ``m0`` and ``shift`` broadcast against ``acc``. ``acc`` must
+    fit int32, ``m0`` lie in [0, 2^31) and ``shift`` be >= −30, so the product fits int64;
+    a shift of 32 or more gives 0, as the exact rounding does.
     """
-    if acc.is_floating_point() or m0.is_floating_point() or shift.is_floating_point():
-        raise TypeError("requantize works on integer tensors only")
+    for name, t in (("acc", acc), ("m0", m0), ("shift", shift)):
+        if not isinstance(t, Tensor) or t.is_floating_point() or t.dtype == torch.bool:
+            raise TypeError(f"{name} must be an integer tensor, got {check.describe(t)}")
+    limits = (("acc", acc, -(2**31), 2**31 - 1), ("m0", m0, 0, 2**31 - 1),
+              ("shift", shift, -30, None))  # fmt: skip
+    for name, t, low, high in limits:
+        if t.numel() and (int(t.min()) < low or (high is not None and int(t.max()) > high)):
+            raise ValueError(f"{name} must lie in [{low}, {high if high is not None else '∞'}], "
+                             f"got values from {int(t.min())} to {int(t.max())}")  # fmt: skip
+    # |acc · m0| < 2^62, so for 31 + shift >= 63 the rounded quotient is exactly 0; shifting an
+    # int64 by 64 or more is undefined, hence the clamp
     total = 31 + shift.to(torch.int64)
-    half = torch.bitwise_left_shift(torch.ones_like(total), total - 1)
-    return torch.bitwise_right_shift(acc.to(torch.int64) * m0.to(torch.int64) + half, total)
+    capped = total.clamp(max=62)
+    half = torch.bitwise_left_shift(torch.ones_like(capped), capped - 1)
+    out = torch.bitwise_right_shift(acc.to(torch.int64) * m0.to(torch.int64) + half, capped)
+    return torch.where(total > 62, 0, out)
 
 
 def int16_pair_dot(q_x: Tensor, q_w: Tensor) -> Tensor:
@@ -390,12 +416,12 @@ def calibrate(
     ``method="mse"``: the range that minimises the ``bits``-bit quantization MSE of the
     values seen (`mse_clip_range`, asymmetric).
     """
-    if method not in ("minmax", "percentile", "mse"):
-        raise ValueError(f"method must be 'minmax', 'percentile' or 'mse', got {method!r}")
-    if not 50.0 < percentile <= 100.0:
-        raise ValueError(f"percentile must lie in (50, 100], got {percentile}")
+    check.module(model)
+    check.choice(method, "method", ("minmax", "percentile", "mse"))
+    check.number(percentile, "percentile", 50.0, 100.0, low_open=True)
     _check_bits(bits, symmetric=False)
-    _check_float(images, "images")
+    check.float_tensor(images, "images", why=_FINITE)
+    check.integer(batch_size, "batch_size", 1)
     seen: dict[str, list[Tensor]] = {name: [] for name in _quantizable(model)}
 
     def hook(name: str):
@@ -519,8 +545,7 @@ def packed_bytes(model: nn.Module, weight_bits: int, per_channel: bool = True) -
     """
     from minicompress.measure import size_in_bits
 
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check.module(model)
     _check_bits(weight_bits, symmetric=True)
     layers = _quantizable(model)
     total = 0

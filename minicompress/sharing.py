@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from minicompress import _validate as check
 from minicompress.pruning import prunable_weights
 from minicompress.train import TrainConfig, fit
 
@@ -47,20 +48,12 @@ INITS = ("linear", "density", "random")
 
 
 def _check_bits(bits: object) -> int:
-    if isinstance(bits, bool) or not isinstance(bits, int):
-        raise TypeError(f"bits must be an int, got {type(bits).__name__}")
-    if not 1 <= bits <= 16:
-        raise ValueError(f"bits must be in 1..16 (k = 2^bits clusters), got {bits}")
-    return bits
+    return check.bits(bits, 1, 16, what=" (k = 2^bits clusters)")
 
 
 def _check_weight(weight: object, mask: object) -> tuple[Tensor, Tensor]:
     """The weight as float32 and the mask as bool (all True if None), both checked."""
-    if not isinstance(weight, Tensor) or not weight.is_floating_point():
-        kind = f"tensor of dtype {weight.dtype}" if isinstance(weight, Tensor) else type(weight)
-        raise TypeError(f"weight must be a floating-point tensor, got {kind}")
-    if weight.numel() == 0:
-        raise ValueError("weight is empty: there is nothing to cluster")
+    check.float_tensor(weight, "weight", nan=True, inf=True)
     weight = weight.detach().float().cpu()
     if mask is None:
         mask = torch.ones_like(weight, dtype=torch.bool)
@@ -88,8 +81,9 @@ def init_centroids(values: Tensor, k: int, init: str = "linear", seed: int = 0) 
     - ``"random"`` (Forgy): k of the values drawn without replacement (with replacement
       when there are fewer than k), seeded.
     """
-    if init not in INITS:
-        raise ValueError(f"init must be one of {INITS}, got {init!r}")
+    check.choice(init, "init", INITS)
+    check.integer(k, "k", 1)
+    values = check.float_tensor(values, "values", why="centroids must be finite")
     values = values.detach().flatten().float()
     if init == "linear":
         return torch.linspace(float(values.min()), float(values.max()), k)
@@ -166,10 +160,8 @@ def kmeans_quantize(
     (`shared_weight`). The final assignment is always to the nearest final centroid.
     """
     bits = _check_bits(bits)
-    if init not in INITS:
-        raise ValueError(f"init must be one of {INITS}, got {init!r}")
-    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
-        raise ValueError(f"iterations must be an int >= 1, got {iterations!r}")
+    check.choice(init, "init", INITS)
+    check.integer(iterations, "iterations", 1)
     weight, mask = _check_weight(weight, mask)
     values = weight[mask]  # (n_kept,)
     k = 2**bits
@@ -226,8 +218,7 @@ def compression_ratio(n: int, bits: int, clusters: int, weight_bits: int = 32) -
     """
     for name, value in (("n", n), ("bits", bits), ("clusters", clusters),
                         ("weight_bits", weight_bits)):  # fmt: skip
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        check.integer(value, name, 1)
     if clusters > 2**bits:
         raise ValueError(f"{clusters} clusters need more than {bits}-bit indices")
     return n * weight_bits / (n * bits + clusters * weight_bits)
@@ -242,10 +233,18 @@ def centroid_gradients(weight_grad: Tensor, indices: Tensor, mask: Tensor | None
     The explicit form of what autograd computes through W = codebook[I] ⊙ mask (Deep
     Compression eq. 3, § "Fine-tuning the centroids").
     """
+    check.float_tensor(weight_grad, "weight_grad", empty=True)
+    check.integer(k, "k", 1)
+    if not isinstance(indices, Tensor) or indices.dtype not in (torch.int64, torch.int32):
+        raise TypeError(f"indices must be an int64 or int32 tensor, got {check.describe(indices)}")
     if weight_grad.shape != indices.shape:
         raise ValueError("weight_grad and indices must have the same shape")
+    if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= k):
+        raise ValueError(f"indices must lie in [0, {k}), the codebook's range")
     if mask is None:
         mask = torch.ones_like(indices, dtype=torch.bool)
+    elif not isinstance(mask, Tensor) or mask.dtype != torch.bool or mask.shape != indices.shape:
+        raise ValueError("mask must be a bool tensor of the indices' shape, or None")
     grads = weight_grad.detach()[mask].double()
     return torch.zeros(k, dtype=torch.float64).index_add_(0, indices[mask], grads).float()
 

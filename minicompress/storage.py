@@ -13,28 +13,36 @@ reports is the length of this file, not a formula. Layout (little-endian)::
             gaps stream   (relative indices d − 1 in [0, 2^b); alphabet 2^b)
         stream: symbol count u32 | alphabet size u32 | code length u8 × alphabet
                 | bit count u64 | ceil(bits / 8) bytes
-    CRC-32 u32 of everything before it
+    SHA-256 (32 bytes) of everything before it   (version 1: CRC-32 u32; still read)
 
 Huffman codes are canonical, so a code is stored as one length per symbol (0: unused).
-Loading checks the magic, version, every length, and the checksum, and never unpickles.
+Loading checks the magic, version and checksum, then every declared count and shape
+against the bytes present (and the model's shapes) before it allocates or decodes
+anything, and never unpickles. The checksum inside the file detects accidents, not
+deliberate edits (an editor recomputes it): for those, pass a SHA-256 kept elsewhere to
+`load` (`file_sha256`).
 
 References: Han, Mao, Dally (2016), *Deep Compression*, §3–4.
 """
 
 from __future__ import annotations
 
+import hashlib
 import lzma
 import math
 import struct
 import zlib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from minicompress import _validate as check
 from minicompress.coding import (
+    MAX_CODE_LENGTH,
     HuffmanEncoded,
     _decode_ids,
     _Tables,
@@ -46,11 +54,25 @@ from minicompress.coding import (
 )
 from minicompress.sharing import SharedLayer
 
-__all__ = ["FORMAT_VERSION", "MAGIC", "compare_general_purpose", "inspect", "load", "read", "save"]
+__all__ = [
+    "FORMAT_VERSION",
+    "MAGIC",
+    "compare_general_purpose",
+    "file_sha256",
+    "inspect",
+    "load",
+    "read",
+    "save",
+]
 
 MAGIC = b"MCDC"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _DENSE, _SHARED = 0, 1
+_MAX_NDIM = 8
+_TRAILERS = {  # version -> (checksum name, checksum of the bytes before it)
+    1: ("CRC-32", lambda b: struct.pack("<I", zlib.crc32(b))),
+    2: ("SHA-256", lambda b: hashlib.sha256(b).digest()),
+}
 
 
 # ---- writing -------------------------------------------------------------------------------
@@ -103,16 +125,35 @@ def save(
     codebook[indices] ⊙ mask (checked), so the file reloads into exactly the model that
     was evaluated.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check.module(model)
     state = model.state_dict()
+    if not isinstance(shared, Mapping):
+        raise TypeError(
+            f"shared must be a mapping name -> SharedLayer, got {type(shared).__name__}"
+        )
     unknown = set(shared) - set(state)
     if unknown:
         raise ValueError(f"shared names {sorted(unknown)} are not in the model's state dict")
+    for name, layer in shared.items():
+        if not isinstance(layer, SharedLayer):
+            raise TypeError(f"shared[{name!r}] must be a SharedLayer, got {type(layer).__name__}")
+        if not torch.isfinite(layer.codebook).all():
+            raise ValueError(f"shared[{name!r}]'s codebook contains NaN or inf")
+        if not 1 <= len(layer.codebook) <= 2**16:
+            raise ValueError(f"shared[{name!r}] has {len(layer.codebook)} clusters; 1..65536 fit")
+    if isinstance(index_bits, Mapping) and set(index_bits) != set(shared):
+        missing, extra = set(shared) - set(index_bits), set(index_bits) - set(shared)
+        raise ValueError(f"index_bits must name exactly the shared weights: missing "
+                         f"{sorted(missing)}, not shared {sorted(extra)}")  # fmt: skip
     body = bytearray(MAGIC + struct.pack("<HI", FORMAT_VERSION, len(state)))
     for name, tensor in state.items():
         if not tensor.is_floating_point():
             raise TypeError(f"{name!r} is {tensor.dtype}: only floating-point state is stored")
+        if not torch.isfinite(tensor).all():
+            raise ValueError(f"{name!r} contains NaN or inf: the reader would refuse the file")
+        if tensor.ndim > _MAX_NDIM or any(n >= 2**32 for n in tensor.shape):
+            raise ValueError(f"{name!r} has shape {tuple(tensor.shape)}: the format stores at "
+                             f"most {_MAX_NDIM} dimensions below 2^32")  # fmt: skip
         encoded_name = name.encode("utf-8")
         body += struct.pack("<H", len(encoded_name)) + encoded_name
         kind = _SHARED if name in shared else _DENSE
@@ -131,17 +172,18 @@ def save(
         if bits == "auto":  # the width giving the smallest payload: fewer fillers vs. wider gaps
             body += min((_shared_payload(layer, b) for b in range(1, 13)), key=len)
             continue
-        if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 16:
-            raise ValueError(
-                f"index_bits for {name!r} must be an int in 1..16 or 'auto', got {bits!r}"
-            )
+        check.bits(bits, 1, 16, f"index_bits for {name!r}", " (or 'auto')")
         body += _shared_payload(layer, bits)
-    body += struct.pack("<I", zlib.crc32(body))
+    body += _TRAILERS[FORMAT_VERSION][1](bytes(body))
     Path(path).write_bytes(bytes(body))
     return len(body)
 
 
 # ---- reading -------------------------------------------------------------------------------
+#
+# Reading is two passes. The first walks the headers and checks every declared count and
+# shape against the bytes present (and against the model, for `load`) without allocating
+# anything larger than the file; only then does the second decode.
 
 
 class _Reader:
@@ -161,108 +203,238 @@ class _Reader:
         return struct.unpack("<" + fmt, self.take(struct.calcsize("<" + fmt)))
 
 
-def _read_stream(reader: _Reader) -> tuple[np.ndarray, dict]:
-    n_symbols, alphabet = reader.unpack("II")
-    lengths = np.frombuffer(reader.take(alphabet), dtype=np.uint8)
+@dataclass
+class _Stream:
+    symbols: int
+    alphabet: int
+    lengths: bytes
+    bits: int
+    data: bytes
+
+
+@dataclass
+class _Entry:
+    name: str
+    kind: int
+    shape: tuple[int, ...]
+    numel: int
+    size: int  # bytes of the entry after its shape
+    raw: bytes = b""  # dense: the float32 values; shared: the codebook
+    index_bits: int = 0
+    streams: tuple[_Stream, ...] = ()
+
+
+def _stream_header(reader: _Reader, where: str, alphabet: int, most: int) -> _Stream:
+    """A stream's header, its declared counts checked against the bytes and ``most``."""
+    n_symbols, declared = reader.unpack("II")
+    if declared != alphabet:
+        raise ValueError(
+            f"corrupt file: {where} declares an alphabet of {declared}, not {alphabet}"
+        )
+    lengths = reader.take(alphabet)
     (n_bits,) = reader.unpack("Q")
     data = reader.take((n_bits + 7) // 8)
-    used = {s: (0 if n == 255 else int(n)) for s, n in enumerate(lengths.tolist()) if n}
-    info = {"symbols": n_symbols, "alphabet": alphabet, "bits": n_bits,
-            "table_bytes": alphabet, "bytes": 16 + alphabet + len(data)}  # fmt: skip
-    if n_symbols == 0:
-        return np.zeros(0, dtype=np.int64), info
-    if not used:
-        raise ValueError("corrupt file: a stream with symbols but no code")
-    code = canonical_code(used)
-    tables = _Tables(code)
-    ids = _decode_ids(HuffmanEncoded(data, n_bits, n_symbols, code), tables)
-    return tables.numeric[ids].astype(np.int64), info
+    longest = max(n if n != 255 else 0 for n in lengths) if lengths else 0
+    if any(MAX_CODE_LENGTH < n < 255 for n in lengths):
+        raise ValueError(f"corrupt file: {where} has a code length over {MAX_CODE_LENGTH}")
+    if n_symbols > most:
+        raise ValueError(f"corrupt file: {where} declares {n_symbols} symbols for {most} weights")
+    if (longest == 0 and n_bits) or (longest and n_symbols > n_bits):  # a symbol takes >= 1 bit
+        raise ValueError(f"corrupt file: {where} declares {n_symbols} symbols in {n_bits} bits")
+    return _Stream(n_symbols, alphabet, lengths, n_bits, data)
 
 
-def _read_entry(reader: _Reader) -> tuple[str, Tensor, dict]:
+def _entry_header(reader: _Reader) -> _Entry:
     (name_length,) = reader.unpack("H")
     try:
         name = reader.take(name_length).decode("utf-8")
     except UnicodeDecodeError:
         raise ValueError("corrupt file: a tensor name is not UTF-8") from None
     kind, ndim = reader.unpack("BB")
+    if ndim > _MAX_NDIM:
+        raise ValueError(f"corrupt file: {name!r} declares {ndim} dimensions (at most {_MAX_NDIM})")
     shape = reader.unpack(f"{ndim}I")
-    numel = math.prod(shape)
-    start = reader.at
+    numel, start = math.prod(shape), reader.at
     if kind == _DENSE:
-        values = np.frombuffer(reader.take(4 * numel), dtype="<f4").astype(np.float32)
-        info = {"kind": "dense", "shape": shape, "numel": numel}
-        info["bytes"] = reader.at - start
-        return name, torch.from_numpy(values.reshape(shape)), info
+        raw = reader.take(4 * numel)  # the bytes must be there before anything is allocated
+        return _Entry(name, kind, shape, numel, reader.at - start, raw)
     if kind != _SHARED:
         raise ValueError(f"corrupt file: unknown entry kind {kind} for {name!r}")
     index_bits, k = reader.unpack("BI")
-    codebook = np.frombuffer(reader.take(4 * k), dtype="<f4").astype(np.float32)
-    values, value_info = _read_stream(reader)
-    gaps, gap_info = _read_stream(reader)
-    if len(values) != len(gaps) or (len(values) and values.max() > k):
+    if not 1 <= index_bits <= 16 or not 1 <= k <= 2**16:
+        raise ValueError(f"corrupt file: {name!r} has index_bits {index_bits} and {k} clusters")
+    codebook = reader.take(4 * k)
+    values = _stream_header(reader, f"{name!r}'s values", k + 1, numel)
+    gaps = _stream_header(reader, f"{name!r}'s gaps", 2**index_bits, numel)
+    if values.symbols != gaps.symbols:
         raise ValueError(f"corrupt file: the streams of {name!r} do not match")
-    dense = relative_index_decode(gaps, values, numel)  # 0 pruned, 1 + centroid kept
-    weight = np.where(dense > 0, codebook[np.maximum(dense - 1, 0)], np.float32(0.0))
-    info = {"kind": "shared", "shape": shape, "numel": numel, "index_bits": index_bits,
-            "clusters": k, "kept": int((dense > 0).sum()), "entries": len(values),
-            "fillers": int((values == 0).sum()), "values": value_info, "gaps": gap_info,
-            "codebook_bytes": 4 * k}  # fmt: skip
-    info["bytes"] = reader.at - start
-    return name, torch.from_numpy(weight.astype(np.float32).reshape(shape)), info
+    return _Entry(name, kind, shape, numel, reader.at - start, codebook, index_bits, (values, gaps))
 
 
-def _parse(path: str | Path) -> tuple[dict[str, Tensor], dict[str, dict]]:
-    data = Path(path).read_bytes()
-    if len(data) < len(MAGIC) + 10 or data[: len(MAGIC)] != MAGIC:
+def _headers(data: bytes, path: object, sha256: str | None) -> list[_Entry]:
+    """Check magic, version and checksum; return the entries' headers, nothing decoded."""
+    if len(data) < len(MAGIC) + 6 or data[: len(MAGIC)] != MAGIC:
         raise ValueError(f"{path} is not a minicompress file (magic {MAGIC!r} missing)")
-    (stored_crc,) = struct.unpack("<I", data[-4:])
-    if zlib.crc32(data[:-4]) != stored_crc:
-        raise ValueError(f"{path} is truncated or altered: its CRC-32 checksum does not match")
-    reader = _Reader(data[:-4])
-    reader.take(len(MAGIC))
-    version, count = reader.unpack("HI")
-    if version != FORMAT_VERSION:
+    (version,) = struct.unpack_from("<H", data, len(MAGIC))
+    if version not in _TRAILERS:
         raise ValueError(f"{path} has format version {version}; this reader knows "
-                         f"{FORMAT_VERSION}")  # fmt: skip
-    state, infos = {}, {}
-    for _ in range(count):
-        name, tensor, info = _read_entry(reader)
-        state[name], infos[name] = tensor, info
+                         f"{sorted(_TRAILERS)}")  # fmt: skip
+    check_name, digest = _TRAILERS[version]
+    size = len(digest(b""))
+    if len(data) < len(MAGIC) + 6 + size or digest(data[:-size]) != data[-size:]:
+        raise ValueError(f"{path} is truncated or altered: its {check_name} checksum does not "
+                         "match")  # fmt: skip
+    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256.lower():
+        raise ValueError(f"{path} does not have the expected SHA-256: it was edited or replaced")
+    reader = _Reader(data[:-size])
+    reader.take(len(MAGIC) + 2)
+    (count,) = reader.unpack("I")
+    if 4 * count > len(reader.data):  # an entry takes at least 4 bytes
+        raise ValueError(f"{path} is corrupt: {count} entries cannot fit in {len(data)} bytes")
+    entries = [_entry_header(reader) for _ in range(count)]
     if reader.at != len(reader.data):
         raise ValueError(f"{path} is corrupt: {len(reader.data) - reader.at} bytes left over")
+    names = [e.name for e in entries]
+    if len(set(names)) != len(names):
+        raise ValueError(f"{path} is corrupt: a tensor name appears twice")
+    return entries
+
+
+def _floats(raw: bytes, what: str) -> np.ndarray:
+    values = np.frombuffer(raw, dtype="<f4").astype(np.float32)
+    if not np.isfinite(values).all():
+        raise ValueError(f"corrupt file: {what} holds NaN or inf")
+    return values
+
+
+def _decode_stream(stream: _Stream) -> np.ndarray:
+    used = {s: (0 if n == 255 else n) for s, n in enumerate(stream.lengths) if n}
+    if stream.symbols == 0:
+        return np.zeros(0, dtype=np.int64)
+    if not used:
+        raise ValueError("corrupt file: a stream with symbols but no code")
+    tables = _Tables(canonical_code(used))
+    encoded = HuffmanEncoded(stream.data, stream.bits, stream.symbols, tables.code)
+    return tables.numeric[_decode_ids(encoded, tables)].astype(np.int64)
+
+
+def _stream_info(stream: _Stream) -> dict:
+    size = 16 + stream.alphabet + len(stream.data)  # two u32, the lengths, a u64, the bits
+    return {"symbols": stream.symbols, "alphabet": stream.alphabet, "bits": stream.bits,
+            "table_bytes": stream.alphabet, "bytes": size}  # fmt: skip
+
+
+def _decode(entry: _Entry, weights: bool) -> tuple[Tensor | None, dict]:
+    """The entry's tensor (if ``weights``) and its facts for `inspect`."""
+    info = {"kind": "dense" if entry.kind == _DENSE else "shared", "shape": entry.shape,
+            "numel": entry.numel, "bytes": entry.size}  # fmt: skip
+    if entry.kind == _DENSE:
+        values = _floats(entry.raw, repr(entry.name)).reshape(entry.shape) if weights else None
+        return (torch.from_numpy(values) if weights else None), info
+    codebook = _floats(entry.raw, f"the codebook of {entry.name!r}")
+    values, gaps = (_decode_stream(s) for s in entry.streams)
+    if len(values) and values.max() > len(codebook):
+        raise ValueError(f"corrupt file: the streams of {entry.name!r} do not match")
+    info |= {"index_bits": entry.index_bits, "clusters": len(codebook),
+             "kept": int((values > 0).sum()), "entries": len(values),
+             "fillers": int((values == 0).sum()), "values": _stream_info(entry.streams[0]),
+             "gaps": _stream_info(entry.streams[1]), "codebook_bytes": len(entry.raw)}  # fmt: skip
+    positions = np.cumsum(gaps + 1) - 1  # checked before the dense array is allocated
+    if len(positions) and positions[-1] >= entry.numel:
+        raise ValueError(f"corrupt file: the gaps of {entry.name!r} run past its {entry.numel} "
+                         "weights")  # fmt: skip
+    if not weights:
+        return None, info
+    dense = relative_index_decode(gaps, values, entry.numel)  # 0 pruned, 1 + centroid kept
+    weight = np.where(dense > 0, codebook[np.maximum(dense - 1, 0)], np.float32(0.0))
+    return torch.from_numpy(weight.astype(np.float32).reshape(entry.shape)), info
+
+
+def _parse(
+    path: str | Path, max_elements: int | None, expected: Mapping[str, Tensor] | None = None,
+    sha256: str | None = None, weights: bool = True,
+) -> tuple[dict[str, Tensor], dict[str, dict]]:  # fmt: skip
+    data = check.read_file(path)
+    if sha256 is not None and not isinstance(sha256, str):
+        raise TypeError(f"sha256 must be a hex string or None, got {type(sha256).__name__}")
+    entries = _headers(data, path, sha256)
+    if expected is not None:  # names and shapes must be the model's before anything is decoded
+        names = [e.name for e in entries]
+        if set(names) != set(expected):
+            raise ValueError(f"the file holds {sorted(names)}, the model has {sorted(expected)}")
+        for e in entries:
+            if e.shape != tuple(expected[e.name].shape):
+                raise ValueError(f"{e.name!r}: the file has shape {e.shape}, the model "
+                                 f"{tuple(expected[e.name].shape)}")  # fmt: skip
+    else:
+        limit = _element_limit(len(data)) if max_elements is None else max_elements
+        total = sum(e.numel for e in entries)
+        if total > limit:
+            raise ValueError(
+                f"{path} declares {total} numbers, more than max_elements = {limit} allowed for "
+                f"a file of {len(data)} bytes; pass a larger max_elements if you trust it, or "
+                "use load(path, model), which checks the shapes against the model"
+            )
+    state, infos = {}, {}
+    for e in entries:
+        state[e.name], infos[e.name] = _decode(e, weights)
     return state, infos
 
 
-def read(path: str | Path) -> dict[str, Tensor]:
-    """The state dict stored in ``path`` (float32 tensors), without a model."""
-    return _parse(path)[0]
+def _element_limit(file_bytes: int) -> int:
+    # Without a model, how many numbers may a file declare? A sparse layer stores far fewer
+    # bytes than it has weights, so the limit is generous, but bounded by the file's size.
+    return 2**20 + 64 * file_bytes
 
 
-def load(path: str | Path, model: nn.Module) -> nn.Module:
+def read(
+    path: str | Path, *, max_elements: int | None = None, sha256: str | None = None
+) -> dict[str, Tensor]:
+    """The state dict stored in ``path`` (float32 tensors), without a model.
+
+    A file may declare at most ``max_elements`` numbers in all (default 2^20 + 64 per byte
+    of the file), so that a small crafted file cannot make the reader allocate gigabytes.
+    ``sha256``: the hex digest the file must have (see `load`).
+    """
+    if max_elements is not None:
+        check.integer(max_elements, "max_elements", 0)
+    return _parse(path, max_elements, sha256=sha256)[0]
+
+
+def load(path: str | Path, model: nn.Module, *, sha256: str | None = None) -> nn.Module:
     """Fill ``model``'s parameters from the file at ``path`` and return it (in eval mode).
 
-    The model must have the architecture that was saved: the same names and shapes. A
-    truncated, altered or foreign file raises ValueError; nothing is unpickled.
+    The model must have the architecture that was saved: the same names and shapes, which
+    are compared before anything is decoded. A truncated, damaged or foreign file raises
+    ValueError; nothing is unpickled.
+
+    The checksum stored in the file (SHA-256 from format version 2, CRC-32 in version 1)
+    detects *accidents* only: whoever edits the file on purpose can recompute it. To detect
+    deliberate edits, keep the file's SHA-256 somewhere the editor cannot reach (as the zoo
+    does) and pass it as ``sha256``; `file_sha256` computes it.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    state = read(path)
+    check.module(model)
     expected = model.state_dict()
-    if set(state) != set(expected):
-        raise ValueError(f"the file holds {sorted(state)}, the model has {sorted(expected)}")
-    for name, tensor in state.items():
-        if tensor.shape != expected[name].shape:
-            raise ValueError(f"{name!r}: the file has shape {tuple(tensor.shape)}, "
-                             f"the model {tuple(expected[name].shape)}")  # fmt: skip
+    state = _parse(path, None, expected, sha256)[0]
     model.load_state_dict(state)
     return model.eval()
 
 
-def inspect(path: str | Path) -> dict[str, dict]:
+def inspect(
+    path: str | Path, *, max_elements: int | None = None, sha256: str | None = None
+) -> dict[str, dict]:
     """Per-entry facts about the file: kind, shape, bytes; for a shared weight the weights
-    kept, clusters, index bits, fillers and each stream's Huffman bits and table size."""
-    return _parse(path)[1]
+    kept, clusters, index bits, fillers and each stream's Huffman bits and table size.
+    Decodes the streams but not the weights; ``max_elements`` and ``sha256`` as in `read`."""
+    if max_elements is not None:
+        check.integer(max_elements, "max_elements", 0)
+    return _parse(path, max_elements, sha256=sha256, weights=False)[1]
+
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of the file's bytes (hex), to keep apart from it and pass to `load`
+    (§ "The whole pipeline, written to a file")."""
+    return hashlib.sha256(check.read_file(path)).hexdigest()
 
 
 def compare_general_purpose(symbols: object, alphabet: int) -> dict[str, int]:
@@ -274,8 +446,7 @@ def compare_general_purpose(symbols: object, alphabet: int) -> dict[str, int]:
     general-purpose formats are included, as they would be in a file.
     """
     array = np.asarray(symbols, dtype=np.int64).ravel()
-    if isinstance(alphabet, bool) or not isinstance(alphabet, int) or alphabet < 1:
-        raise ValueError(f"alphabet must be an int >= 1, got {alphabet!r}")
+    check.integer(alphabet, "alphabet", 1)
     if len(array) == 0:
         raise ValueError("no symbols to compare")
     if array.min() < 0 or array.max() >= alphabet:

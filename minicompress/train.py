@@ -21,6 +21,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from minicompress import _validate as check
+
 __all__ = ["TrainConfig", "batches", "evaluate", "fit", "predict"]
 
 LossFn = Callable[[nn.Module, Tensor, Tensor], Tensor]
@@ -73,33 +75,27 @@ class TrainConfig:
         return asdict(self)
 
 
-def _check_data(images: Tensor, labels: Tensor | None = None) -> None:
-    if not isinstance(images, Tensor) or not images.is_floating_point():
-        raise TypeError(f"images must be a floating-point tensor, got {_describe(images)}")
+def _check_data(images: Tensor, labels: Tensor | None = None, *, labelled: bool = True) -> None:
+    """``images`` (N, ...) float without NaN; ``labels`` (N,) int64 unless not ``labelled``."""
+    check.float_tensor(images, "images", empty=True, inf=True)
     if images.ndim < 2 or len(images) == 0:
         raise ValueError(f"images must have shape (N, ...) with N >= 1, got {tuple(images.shape)}")
-    if torch.isnan(images).any():
-        raise ValueError("images contain NaN")
-    if labels is None:
+    if not labelled:
         return
     if not isinstance(labels, Tensor) or labels.dtype != torch.int64:
-        raise TypeError(f"labels must be an int64 tensor, got {_describe(labels)}")
+        raise TypeError(f"labels must be an int64 tensor, got {check.describe(labels)}")
     if labels.shape != (len(images),):
         raise ValueError(
             f"labels must have shape ({len(images)},) to match images, got {tuple(labels.shape)}"
         )
 
 
-def _describe(x: object) -> str:
-    return f"tensor of dtype {x.dtype}" if isinstance(x, Tensor) else type(x).__name__
-
-
 def batches(n: int, batch_size: int, generator: torch.Generator | None = None) -> Iterator[Tensor]:
     """Index tensors covering ``range(n)`` in batches; shuffled when a generator is given."""
-    if n < 0 or batch_size < 1:
-        raise ValueError(f"need n >= 0 and batch_size >= 1, got n={n}, batch_size={batch_size}")
+    check.integer(n, "n", 0)  # checked on the call, not on the first batch: no generator here
+    check.integer(batch_size, "batch_size", 1)
     order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
-    yield from order.split(batch_size)
+    return iter(order.split(batch_size))
 
 
 def _cross_entropy(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
@@ -132,15 +128,21 @@ def fit(
     Minimises ``loss_fn(model, x, y)`` (default: cross-entropy of ``model(x)`` against
     ``y``) over shuffled batches. ``after_step(model)`` is called under ``torch.no_grad()``
     after every optimizer step. Shuffling and any randomness in the model are seeded from
-    ``config.seed``. The model is trained in train mode and left in eval mode.
+    ``config.seed``; the global generator is restored afterwards, so a call leaves no trace
+    on later random draws. The model is trained in train mode and left in eval mode.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check.module(model)
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
     _check_data(images, labels)
     loss_fn = loss_fn or _cross_entropy
-    torch.manual_seed(config.seed)  # dropout and the like draw from the global generator
+    with torch.random.fork_rng(devices=[]):  # the caller's global generator is restored after
+        torch.manual_seed(config.seed)  # dropout and the like draw from the global generator
+        return _fit(model, images, labels, config, loss_fn, after_step, progress)
+
+
+def _fit(model: nn.Module, images: Tensor, labels: Tensor, config: TrainConfig, loss_fn: LossFn,
+         after_step: StepHook | None, progress: bool) -> list[float]:  # fmt: skip
     generator = torch.Generator().manual_seed(config.seed)
     optimizer = _optimizer(model, config)
     steps_per_epoch = math.ceil(len(images) / config.batch_size)
@@ -178,9 +180,9 @@ def fit(
 @torch.inference_mode()
 def predict(model: nn.Module, images: Tensor, batch_size: int = 1000) -> Tensor:
     """The model's logits for ``images``, computed in eval mode in batches, shape (N, classes)."""
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    _check_data(images)
+    check.module(model)
+    _check_data(images, labelled=False)
+    check.integer(batch_size, "batch_size", 1)
     was_training = model.training
     model.eval()
     try:

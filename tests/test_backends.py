@@ -60,7 +60,7 @@ def test_torchao_int8_is_close_to_float():
 
 def test_backends_reject_bad_arguments(tmp_path):
     model, x = _model_and_data()
-    with pytest.raises(TypeError, match="images"):
+    with pytest.raises(TypeError, match="calibration"):
         backends.torch_int8(model, x.to(torch.int64))
     with pytest.raises(ValueError, match="NaN"):
         backends.torch_int8(model, torch.full_like(x, float("nan")))

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import gzip
+import os
 import struct
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -158,12 +160,90 @@ def test_labels_out_of_range_are_rejected(isolated, small_counts):
 
 def test_missing_data_lists_every_place_and_both_remedies(isolated, small_counts):
     with pytest.raises(DataNotFoundError) as err:
-        fashion_mnist("test", root=isolated / "nowhere")
+        fashion_mnist("test")
     message = str(err.value)
-    for place in data.search_paths(isolated / "nowhere"):
+    for place in data.search_paths():
         assert str(place) in message
     assert "apt-get install dataset-fashion-mnist" in message
     assert "download=True" in message
+
+
+def test_a_given_root_without_the_data_is_an_error_not_a_fall_back(isolated, small_counts):
+    write_split(isolated / "cache", "test", 5)  # a copy the loader must not silently use
+    with pytest.raises(DataNotFoundError) as err:
+        fashion_mnist("test", root=isolated / "nowhere")
+    message = str(err.value)
+    assert "root=" in message and "t10k-images-idx3-ubyte" in message
+    for place in data.search_paths(isolated / "nowhere")[:3]:
+        assert str(place) in message
+    assert str(isolated / "cache") not in message
+    assert fashion_mnist("test")[0].shape == (5, 1, 28, 28)  # without root, the cache is used
+
+
+def test_environment_without_the_data_is_an_error(isolated, small_counts, monkeypatch):
+    write_split(isolated / "cache", "test", 5)
+    (isolated / "empty").mkdir()
+    monkeypatch.setenv("MINICOMPRESS_DATA", str(isolated / "empty"))
+    with pytest.raises(DataNotFoundError, match=r"\$MINICOMPRESS_DATA"):
+        fashion_mnist("test")
+
+
+@pytest.mark.parametrize("keep", [0, 1])
+def test_images_and_labels_come_from_the_same_folder(isolated, small_counts, keep):
+    write_split(isolated / "cache", "test", 5)
+    write_split(isolated / "half", "test", 5)
+    stems = data._FILES["test"][:2]
+    (isolated / "half" / f"{stems[1 - keep]}.gz").unlink()
+    with pytest.raises(DataNotFoundError, match=f"but not {stems[1 - keep]}"):
+        fashion_mnist("test", root=isolated / "half")
+
+
+def test_cache_follows_file_changes_and_the_environment(isolated, small_counts, monkeypatch):
+    write_split(isolated / "a", "test", 5, seed=1)
+    write_split(isolated / "b", "test", 5, seed=2)
+    monkeypatch.setenv("MINICOMPRESS_DATA", str(isolated / "a"))
+    from_a = fashion_mnist("test")[0]
+    monkeypatch.setenv("MINICOMPRESS_DATA", str(isolated / "b"))
+    from_b = fashion_mnist("test")[0]
+    assert not torch.equal(from_a, from_b)
+    write_split(isolated / "b", "test", 5, seed=1)  # same path, new content
+    for stem in data._FILES["test"][:2]:
+        os.utime(isolated / "b" / f"{stem}.gz", ns=(1, 1))  # an mtime the cache has not seen
+    assert torch.equal(fashion_mnist("test")[0], from_a)
+
+
+def test_gzip_is_streamed_and_bounded_by_the_header(tmp_path):
+    path = tmp_path / "bomb-idx.gz"
+    path.write_bytes(gzip.compress(idx_bytes(np.zeros(4, np.uint8)) + bytes(16 << 20), 1))
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match="longer"):
+            read_idx(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 << 20  # 16 MiB inflated: never held
+    big = tmp_path / "big-idx.gz"
+    big.write_bytes(gzip.compress(idx_bytes(np.zeros((7, 28, 28), np.uint8))))
+    with pytest.raises(ValueError, match=r"expected shape \(5, 28, 28\)"):
+        read_idx(big, shape=(5, 28, 28))
+
+
+def test_corrupt_deflate_stream_is_a_value_error(tmp_path):
+    raw = gzip.compress(np.random.default_rng(0).integers(0, 256, 5000, np.uint8).tobytes())
+    damaged = bytearray(gzip.compress(idx_bytes(np.zeros(5000, np.uint8)) + raw))
+    for at in range(20, 60):
+        damaged[at] ^= 0xFF
+    path = tmp_path / "bad-idx.gz"
+    path.write_bytes(bytes(damaged))
+    with pytest.raises(ValueError, match="corrupt") as err:
+        read_idx(path)
+    assert str(path) in str(err.value)
+
+
+def test_devices_are_refused():
+    with pytest.raises(ValueError, match="not a regular file"):
+        read_idx("/dev/zero")
 
 
 def test_returned_tensors_are_fresh_copies(isolated, small_counts):

@@ -98,9 +98,11 @@ def test_compression_ratio():
     assert compression_ratio(1070, 27) == pytest.approx(
         39.63, abs=0.01
     )  # Deep Compression, LeNet-300-100
-    for bad in (0, -1, math.nan, math.inf, "1"):
-        with pytest.raises(ValueError, match="positive finite"):
+    for bad in (0, -1, math.nan, math.inf):
+        with pytest.raises(ValueError, match="finite number > 0"):
             compression_ratio(10, bad)
+    with pytest.raises(TypeError, match="number"):
+        compression_ratio(10, "1")
 
 
 def test_report_measures_and_tabulates():

@@ -142,8 +142,8 @@ def test_quantize_multiplier_example_from_the_paper_form():
         (lambda: dequantize(torch.randn(3), calc_qparams(torch.randn(3))), TypeError, "integer"),
         (lambda: dequantize(torch.tensor([300], dtype=torch.int32), calc_qparams(torch.randn(3))),
          ValueError, "outside"),
-        (lambda: quantize_multiplier(0.0), ValueError, "positive"),
-        (lambda: quantize_multiplier(math.nan), ValueError, "positive"),
+        (lambda: quantize_multiplier(0.0), ValueError, "finite number > 0"),
+        (lambda: quantize_multiplier(math.nan), ValueError, "finite number > 0"),
     ],
 )  # fmt: skip
 def test_bad_input_is_rejected_clearly(call, error, match):

@@ -10,6 +10,7 @@ which refuses to unpickle code.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import time
 from collections.abc import Callable
@@ -64,10 +65,13 @@ def _recipe(name: str) -> Recipe:
 
 
 def build(name: str) -> nn.Module:
-    """A fresh, untrained model of the zoo entry ``name`` (initialised from its seed)."""
+    """A fresh, untrained model of the zoo entry ``name`` (initialised from its seed).
+
+    The caller's global random generator is left as it was."""
     recipe = _recipe(name)
-    torch.manual_seed(recipe.config.seed)
-    return recipe.build()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(recipe.config.seed)
+        return recipe.build()
 
 
 def info(name: str, weights_dir: Path = WEIGHTS) -> dict:
@@ -93,13 +97,14 @@ def pretrained(name: str, weights_dir: Path = WEIGHTS) -> nn.Module:
     """
     record = info(name, weights_dir)
     path = Path(weights_dir) / f"{name}.pt"
-    if _sha256(path) != record["sha256"]:
+    data = path.read_bytes()  # hashed and loaded from the same bytes: no swap in between
+    if hashlib.sha256(data).hexdigest() != record["sha256"]:
         raise ValueError(
             f"{path}: SHA-256 does not match {path.with_suffix('.json').name}; the file is "
             f"corrupt or was replaced. Retrain with `python -m minicompress.zoo train {name}`."
         )
     model = _recipe(name).build()
-    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    model.load_state_dict(torch.load(io.BytesIO(data), map_location="cpu", weights_only=True))
     return model.eval()
 
 
