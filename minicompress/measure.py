@@ -18,6 +18,7 @@ Conventions (the chapter explains why):
 from __future__ import annotations
 
 import io
+import math
 import os
 import platform
 import statistics

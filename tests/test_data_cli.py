@@ -21,7 +21,7 @@ def nowhere(monkeypatch, tmp_path):
 
 
 def test_offline_download_fails_with_the_remedies(nowhere, monkeypatch, capsys):
-    def offline(ds):
+    def offline(ds, target):
         raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
 
     monkeypatch.setattr(data, "_download", offline)
@@ -32,7 +32,7 @@ def test_offline_download_fails_with_the_remedies(nowhere, monkeypatch, capsys):
 
 
 def test_without_download_the_command_only_reports(nowhere, monkeypatch, capsys):
-    def must_not_run(ds):
+    def must_not_run(ds, target):
         raise AssertionError("downloaded without --download")
 
     monkeypatch.setattr(data, "_download", must_not_run)
