@@ -2,8 +2,9 @@
 
     python benchmarks/quantization.py
 
-- int8: PyTorch's x86 engine through FX graph mode (``torch.ao.quantization``, deprecated
-  but still the stock CPU int8 path), calibrated on 1000 training images; accuracy, the
+- int8: PyTorch's int8 engine (``backends.default_engine()``: x86, or qnnpack on ARM)
+  through FX graph mode (``torch.ao.quantization``, deprecated but still the stock CPU int8
+  path), calibrated on 1000 training images; accuracy, the
   ``torch.save`` size, and the median latency at batch 1 and 256 against fp32;
 - the same with ONNX Runtime's static int8 quantization (accuracy, file bytes, speed);
 - 4-bit: `minicompress.quantization.prepare_qat` (per-channel 4-bit weights, 8-bit
