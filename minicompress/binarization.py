@@ -105,7 +105,7 @@ def binarize_ste(w: Tensor) -> Tensor:
 def xnor_scale(w: Tensor, axis: int | None = None) -> Tensor:
     """α* = ‖W‖₁ / n, the mean of ``|w|``: the scale minimising ‖W − αB‖², B = sign(W).
 
-    Derived in § "The scale".
+    Derived in § "The optimal scale".
 
     ``‖W − αB‖² = ‖W‖² − 2α Σ|w_i| + α² n`` for B = sign(W) (the best B for any α > 0), a
     parabola in α with its minimum at ``α* = Σ|w_i| / n`` (Rastegari et al. 2016, eq. 3–4).
@@ -256,7 +256,7 @@ def float_model_bytes(model: nn.Module) -> int:
 
 
 def binary_model_bytes(model: nn.Module) -> int:
-    """Bytes with each binary layer's weight packed at one bit, the rest float32 (§ "Bytes").
+    """Bytes with each binary layer's weight packed at one bit, the rest float32 (§ "Bit packing").
 
     A binary layer's (out, in) weight takes out · ⌈in / 64⌉ int64 words (8 bytes each),
     plus 4 bytes per output channel for α in `BinaryWeightLinear`/`XnorLinear`; every other
@@ -441,7 +441,7 @@ def xnor_matmul_numba(a_packed: Tensor, b_packed: Tensor, n: int) -> Tensor:
 
 
 def ternarize(w: Tensor) -> tuple[Tensor, Tensor]:
-    """TWN: (t, α) with t ∈ {−1, 0, +1} (int8) and W ≈ α·t (§ "Ternary weights").
+    """TWN: (t, α) with t ∈ {−1, 0, +1} (int8) and W ≈ α·t (§ "Neighbours").
 
     ``t_i = sign(w_i)`` where ``|w_i| > Δ``, else 0, with ``Δ = 0.7 · mean|w|`` (Li & Liu 2016's
     approximation of the optimal threshold for Gaussian-like weights); α = mean of ``|w_i|``
@@ -462,7 +462,7 @@ def power_of_two_quantize(w: Tensor, bits: int, max_exponent: int | None = None)
 
     A ``bits``-bit code is one sign bit and b − 1 exponent bits; of the 2^(b−1) exponent
     codes one means "zero", leaving 2^(b−1) − 1 consecutive exponents ending at e_max
-    (§ "Power-of-two quantization"). Rounding ``log2|w|`` is rounding to the nearest power of
+    (§ "Neighbours"). Rounding ``log2|w|`` is rounding to the nearest power of
     two *in the log domain* (the midpoint between 2^k and 2^(k+1) is 2^(k+½)); exponents
     outside the range are clamped, so tiny weights become ±2^e_min, and only exact zeros
     stay 0. ``max_exponent=None`` takes ``e_max = round(log2 max|w|)``, so the largest weight

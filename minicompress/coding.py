@@ -106,7 +106,7 @@ def _count(symbols: object) -> dict[Hashable, int]:
 
 
 def entropy(data: Mapping | Iterable) -> float:
-    """Shannon entropy H = −Σ p_i log2 p_i in bits per symbol (§ "Entropy").
+    """Shannon entropy H = −Σ p_i log2 p_i in bits per symbol (§ "Huffman coding").
 
     ``data`` is either a mapping symbol → frequency (counts or probabilities, normalised
     here) or the symbols themselves (a sequence, numpy array or tensor), which are counted.
@@ -135,7 +135,7 @@ def _order_key(symbols: list) -> dict[Hashable, int]:
 
 
 def code_lengths(frequencies: Mapping[Hashable, float]) -> dict[Hashable, int]:
-    """The code word length of each symbol in a Huffman tree (§ "Huffman's construction").
+    """The code word length of each symbol in a Huffman tree (§ "Huffman coding").
 
     Put every symbol in a priority queue as a one-leaf tree weighted by its frequency;
     merge the two lightest trees until one is left; a symbol's length is its leaf's depth.
@@ -164,7 +164,7 @@ def code_lengths(frequencies: Mapping[Hashable, float]) -> dict[Hashable, int]:
 
 
 def canonical_code(lengths: Mapping[Hashable, int]) -> dict[Hashable, str]:
-    """The canonical prefix code with the given code word lengths (§ "Canonical codes").
+    """The canonical prefix code with the given code word lengths (§ "Huffman coding").
 
     Sort symbols by (length, symbol); the first gets ``0…0``; each next code word is the
     previous one plus 1, shifted left by the increase in length. Any lengths satisfying
@@ -302,7 +302,7 @@ def huffman_encode(symbols: Iterable, code: Mapping[Hashable, str] | None = None
     Without ``code``, the Huffman code of the symbols' own frequencies is used. A given code
     must be prefix-free and contain every symbol; the stream is written with the canonical
     code of the same lengths (the same size; `huffman_code` already returns canonical codes).
-    Vectorised: code word ℓ_i bits long starts at bit Σ_{j<i} ℓ_j (§ "Encoding").
+    Vectorised: code word ℓ_i bits long starts at bit Σ_{j<i} ℓ_j (§ "Huffman coding").
     """
     if _as_array(symbols) is None and isinstance(symbols, Iterable):
         symbols = list(symbols)  # a generator is read twice below (count, then encode)
@@ -360,7 +360,7 @@ def _chain(jump: np.ndarray, n: int, total: int) -> np.ndarray:
 
 
 def _decode_ids(encoded: HuffmanEncoded, tables: _Tables) -> np.ndarray:
-    """Canonical-order ids of the symbols in ``encoded`` (§ "Decoding")."""
+    """Canonical-order ids of the symbols in ``encoded`` (§ "Huffman coding")."""
     n, total = encoded.n_symbols, encoded.n_bits
     max_len = int(tables.lengths.max())
     if max_len == 0:
@@ -437,7 +437,7 @@ def _check_index_bits(index_bits: object) -> int:
 
 
 def relative_index_encode(values: object, index_bits: int) -> tuple[np.ndarray, np.ndarray]:
-    """Store the non-zeros of a flat array as (gap, value) pairs (§ "Relative indices").
+    """Store the non-zeros of a flat array as (gap, value) pairs (§ "Where the kept weights are").
 
     Entry i sits d_i = p_i − p_{i−1} positions after the previous one (p_{−1} = −1) and
     stores d_i − 1 in ``index_bits`` (b) bits, so gaps up to 2^b fit. A longer gap is
@@ -486,7 +486,7 @@ def to_csr(matrix: object) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Compressed sparse rows of a 2-D array: (values, column indices, row pointers).
 
     Row r's non-zeros are ``values[ptr[r]:ptr[r+1]]`` at columns ``cols[ptr[r]:ptr[r+1]]``:
-    2a + n + 1 numbers for a non-zeros in n rows (§ "CSR").
+    2a + n + 1 numbers for a non-zeros in n rows (§ "Where the kept weights are").
     """
     array = matrix.detach().cpu().numpy() if isinstance(matrix, torch.Tensor) else matrix
     array = np.asarray(array)

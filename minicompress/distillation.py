@@ -88,7 +88,8 @@ def kd_loss(
     T = 1 averaged over the batch.
 
     The T² keeps the soft term's gradient, α·T·(q_i − p_i)/N, on the same scale as the hard
-    term's when T changes (§ "Why T²"). ``alpha=1`` gives the soft term only, and then
+    term's when T changes (§ "The gradient, and why T²"). ``alpha=1`` gives the soft term
+    only, and then
     ``targets`` may be None. No gradient flows into ``teacher_logits``.
     """
     student_logits = _check_logits(student_logits, "student_logits")
@@ -145,7 +146,7 @@ def distill(
     progress: bool = True,
 ) -> list[float]:
     """Train ``student`` in place on `kd_loss` against ``teacher``; return the mean loss of
-    each epoch (§ "Training the student").
+    each epoch (§ "The experiment").
 
     ``teacher`` is a trained model (its logits on ``images`` are computed once, in eval mode
     without gradients, by `teacher_logits`) or those logits already computed, a float

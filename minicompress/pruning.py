@@ -168,7 +168,7 @@ def keep_masks(masks: Mapping[str, Tensor]) -> Callable[[nn.Module], None]:
     """An ``after_step`` hook for `minicompress.train.fit` that re-applies ``masks``.
 
     Without it, the first optimizer step gives pruned weights a non-zero gradient update
-    and they grow back (§ "Fine-tuning keeps the mask").
+    and they grow back (§ "Fine-tuning must keep the mask").
     """
     frozen = dict(masks)
     return lambda model: apply_masks(model, frozen)

@@ -120,7 +120,7 @@ def integer_range(bits: int, signed: bool) -> tuple[int, int]:
 def calc_qparams(
     x: Tensor, bits: int = 8, symmetric: bool = False, axis: int | None = None
 ) -> QParams:
-    """Scale and zero point covering the values of ``x`` (§ "Choosing S and Z").
+    """Scale and zero point covering the values of ``x`` (§ "The affine map and its parameters").
 
     Asymmetric (unsigned integers, q ∈ [0, 2^b − 1]): extend [min, max] to contain 0, then
     ``S = (max − min) / (qmax − qmin)`` and ``Z = qmin − round(min / S)`` (clamped to the
@@ -165,8 +165,8 @@ def calc_qparams(
 def mse_clip_range(
     x: Tensor, bits: int, symmetric: bool = True, steps: int = 100
 ) -> tuple[float, float]:
-    """The clipping range [lo, hi] that minimises the quantization MSE of ``x`` (§ "Clipping
-    vs. rounding").
+    """The clipping range [lo, hi] that minimises the quantization MSE of ``x``
+    (§ "Clipping vs. rounding").
 
     Shrinking the range from [min, max] to ``f · [min, max]`` makes the step S smaller
     (rounding error S²/12 falls as f²) but clips the values outside (error grows with
@@ -536,7 +536,8 @@ def post_training_quantize(
 
 
 def packed_bytes(model: nn.Module, weight_bits: int, per_channel: bool = True) -> int:
-    """Bytes to store ``model`` with ``weight_bits``-bit weights packed densely (§ "PTQ").
+    """Bytes to store ``model`` with ``weight_bits``-bit weights packed densely
+    (§ "Post-training quantization").
 
     Σ over Linear/Conv2d layers of ⌈n·b / 8⌉ (the weights) + 4 bytes per float32 scale
     (one per output channel, or one per layer) + 4 bytes per float32 bias; any other

@@ -144,7 +144,8 @@ def kmeans_quantize(
     iterations: int = 300,
     seed: int = 0,
 ) -> tuple[Tensor, Tensor]:
-    """Cluster the kept weights into k = 2^bits centroids with Lloyd's algorithm (§ "k-means").
+    """Cluster the kept weights into k = 2^bits centroids with Lloyd's algorithm
+    (§ "Weight sharing is k-means").
 
     Alternates, until no assignment changes or ``iterations`` rounds have run:
 

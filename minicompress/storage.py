@@ -1,7 +1,7 @@
 """A real file for a Deep-Compressed model: pruned, shared and Huffman-coded weights.
 
-Chapter "Weight sharing and Huffman coding", § "A compressed file". The size the chapter
-reports is the length of this file, not a formula. Layout (little-endian)::
+Chapter "Weight sharing and Huffman coding", § "The whole pipeline, written to a file". The
+size the chapter reports is the length of this file, not a formula. Layout (little-endian)::
 
     magic b"MCDC" | version u16 | tensor count u32
     per tensor:
