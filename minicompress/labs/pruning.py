@@ -267,4 +267,4 @@ def check_masked_fine_tune(fn: Callable, seed: int = 0) -> None:
             "zeroed at the end (the accuracy you measure is then not the one you trained). "
             "Apply the masks before training and after *every* optimizer step (course erratum 7)."
         )
-    print("✓ masked_fine_tune trained the model and kept every pruned weight at zero throughout")
+    print("✓ masked_fine_tune trained, with every pruned weight at zero throughout")
