@@ -295,7 +295,7 @@ class PairedDifference:
 
     @property
     def p_value(self) -> float:
-        """Two-sided p-value of McNemar's test (normal approximation): erfc(|z| / √2)."""
+        """The two-sided p-value of McNemar's test, erfc(abs(z) / √2) (normal approximation)."""
         return math.erfc(abs(self.z) / math.sqrt(2))
 
 

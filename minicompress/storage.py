@@ -5,15 +5,19 @@ size the chapter reports is the length of this file, not a formula. Layout (litt
 
     magic b"MCDC" | version u16 | tensor count u32
     per tensor:
-        name length u16 | name (UTF-8) | kind u8 | ndim u8 | shape u32 × ndim
+        name length u16 | name (UTF-8) | kind u8 | ndim u8
+        | shape u32 × ndim
         kind 0 (dense, e.g. a bias): float32 × numel
         kind 1 (shared weight):
             index bits b u8 | codebook size k u32 | codebook float32 × k
             values stream (0 = filler, 1 + j = centroid j; alphabet k + 1)
-            gaps stream   (relative indices d − 1 in [0, 2^b); alphabet 2^b)
-        stream: symbol count u32 | alphabet size u32 | code length u8 × alphabet
+            gaps stream (relative indices d − 1 in [0, 2^b);
+                         alphabet 2^b)
+        stream: symbol count u32 | alphabet size u32
+                | code length u8 × alphabet
                 | bit count u64 | ceil(bits / 8) bytes
-    SHA-256 (32 bytes) of everything before it   (version 1: CRC-32 u32; still read)
+    SHA-256 (32 bytes) of everything before it
+        (version 1 ended with a CRC-32 u32; still read)
 
 Huffman codes are canonical, so a code is stored as one length per symbol (0: unused).
 Loading checks the magic, version and checksum, then every declared count and shape

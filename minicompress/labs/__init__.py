@@ -5,12 +5,14 @@ A lab's source notebook (``book/labs/*.ipynb``) is an nbgrader source notebook. 
 cells hold the reference code between nbgrader's markers, graded check cells call the
 chapter's checker (visible) and again on hidden cases drawn with the grading seed::
 
-    def magnitude_mask(weight, sparsity):          # cell: nbgrader solution
+    # cell: nbgrader solution
+    def magnitude_mask(weight, sparsity):
         ### BEGIN SOLUTION
         ...
         ### END SOLUTION
 
-    check_magnitude_mask(magnitude_mask)           # cell: nbgrader graded test, locked
+    # cell: nbgrader graded test, locked
+    check_magnitude_mask(magnitude_mask)
     ### BEGIN HIDDEN TESTS
     check_magnitude_mask(magnitude_mask, seed=grading_seed())
     ### END HIDDEN TESTS
