@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import io
-from pathlib import Path
 
 import matplotlib
 import pytest
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from _tools import load_tool  # noqa: E402
 
 from minicompress import plotting  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
-_spec = importlib.util.spec_from_file_location("book_figures", ROOT / "tools" / "book_figures.py")
-book_figures = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(book_figures)
+book_figures = load_tool("book_figures")
 
 
 def test_a_figure_is_twice_the_column_in_pixels():

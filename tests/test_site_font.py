@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
+from _tools import ROOT, load_tool
 
-ROOT = Path(__file__).resolve().parent.parent
-_spec = importlib.util.spec_from_file_location("cjk_font", ROOT / "tools" / "cjk_font.py")
-cjk_font = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(cjk_font)
+cjk_font = load_tool("cjk_font")
 
 
 def test_the_book_uses_chinese_terms():
