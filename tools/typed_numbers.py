@@ -5,7 +5,8 @@ Every measured number in a chapter's Markdown must come from code through MyST-N
 number may be typed, but then the paragraph carries a citation (`{cite:p}`...).
 
 The rule: in a Markdown cell, a number followed by a unit that measurements come in
-(%, pp, ×, x, B, KB, KiB, MB, MiB, bytes, ms, µs, s, seconds, minutes) is
+(%, pp, percentage points, ×, x, times, B, KB, KiB, MB, MiB, bytes, ms, µs, s,
+seconds, minutes) is
 flagged, unless it is
 
 - inside inline code, math (`$...$`), or a MyST role such as `{glue:text}`;
@@ -24,7 +25,7 @@ import re
 import sys
 from pathlib import Path
 
-UNITS = r"(?:%|pp\b|×|x\b|KiB\b|MiB\b|GiB\b|KB\b|kB\b|MB\b|GB\b|B\b|bytes\b|ms\b|µs\b|us\b|s\b|seconds\b|minutes\b)"
+UNITS = r"(?:%|pp\b|×|x\b|KiB\b|MiB\b|GiB\b|KB\b|kB\b|MB\b|GB\b|B\b|bytes\b|ms\b|µs\b|us\b|s\b|seconds\b|minutes\b|times\b|percentage points\b)"
 # A figure: 12, 12.5, 1,234, 0.96; optionally signed; unit after an optional space.
 FIGURE = re.compile(r"(?<![\w.$/^_-])[+−-]?\d[\d,]*(?:\.\d+)?\s?" + UNITS)
 CITATION = re.compile(r"\{cite(?::[a-z]+)?\}`")
