@@ -25,7 +25,11 @@ import re
 import sys
 from pathlib import Path
 
-UNITS = r"(?:%|pp\b|×|x\b|KiB\b|MiB\b|GiB\b|KB\b|kB\b|MB\b|GB\b|B\b|bytes\b|ms\b|µs\b|us\b|s\b|seconds\b|minutes\b|times\b|percentage points\b)"
+UNITS = (
+    r"(?:%|pp\b|percentage points\b|×|x\b|times\b"
+    r"|KiB\b|MiB\b|GiB\b|KB\b|kB\b|MB\b|GB\b|B\b|bytes\b"
+    r"|ms\b|µs\b|us\b|s\b|seconds\b|minutes\b)"
+)
 # A figure: 12, 12.5, 1,234, 0.96; optionally signed; unit after an optional space.
 FIGURE = re.compile(r"(?<![\w.$/^_-])[+−-]?\d[\d,]*(?:\.\d+)?\s?" + UNITS)
 CITATION = re.compile(r"\{cite(?::[a-z]+)?\}`")
