@@ -5,7 +5,7 @@ Every measured number in a chapter's Markdown must come from code through MyST-N
 number may be typed, but then the paragraph carries a citation (`{cite:p}`...).
 
 The rule: in a Markdown cell, a number followed by a unit that measurements come in
-(%, pp, percentage points, ×, x, times, B, KB, KiB, MB, MiB, bytes, ms, µs, s,
+(%, pp, percentage points, × (not a×b), x, times, B, KB, KiB, MB, MiB, bytes, ms, µs, s,
 seconds, minutes) is
 flagged, unless it is
 
@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 
 UNITS = (
-    r"(?:%|pp\b|percentage points\b|×|x\b|times\b"
+    r"(?:%|pp\b|percentage points\b|×(?!\s?\d)|x\b|times\b"
     r"|KiB\b|MiB\b|GiB\b|KB\b|kB\b|MB\b|GB\b|B\b|bytes\b"
     r"|ms\b|µs\b|us\b|s\b|seconds\b|minutes\b)"
 )
