@@ -435,7 +435,8 @@ def inspect(
     """Per-entry facts about the file: kind, shape, bytes; for a shared weight the weights
     kept, clusters, index bits, fillers, each stream's Huffman bits and table size, and
     ``fixed_bits``: the same entry at fixed widths (``entry_bits`` = ⌈log2(k + 1)⌉ per entry,
-    ``index_bits`` per gap, 32 per centroid). Decodes the streams but not the weights; ``max_elements`` and ``sha256`` as in `read`."""
+    ``index_bits`` per gap, 32 per centroid). Decodes the streams but not the weights;
+    ``max_elements`` and ``sha256`` as in `read`."""
     if max_elements is not None:
         check.integer(max_elements, "max_elements", 0)
     return _parse(path, max_elements, sha256=sha256, weights=False)[1]
