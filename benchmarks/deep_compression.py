@@ -81,8 +81,8 @@ def layer_table(info: dict[str, dict]) -> list[dict]:
     for name, entry in info.items():
         if entry["kind"] != "shared":
             continue
-        weight_bits = max(1, math.ceil(math.log2(entry["clusters"])))
-        fixed = entry["entries"] * (weight_bits + entry["index_bits"]) + 32 * entry["clusters"]
+        weight_bits = entry["entry_bits"]  # ⌈log2(k + 1)⌉: the filler is a symbol too
+        fixed = entry["fixed_bits"]
         rows.append({
             "layer": name.removesuffix(".weight"),
             "weights": entry["numel"],

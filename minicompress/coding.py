@@ -439,11 +439,12 @@ def _check_index_bits(index_bits: object) -> int:
 def relative_index_encode(values: object, index_bits: int) -> tuple[np.ndarray, np.ndarray]:
     """Store the non-zeros of a flat array as (gap, value) pairs (§ "Where the kept weights are").
 
-    Entry i sits d_i = p_i − p_{i−1} positions after the previous one (p_{−1} = −1) and
-    stores d_i − 1 in ``index_bits`` (b) bits, so gaps up to 2^b fit. A longer gap is
-    bridged by filler entries of value 0, each 2^b further on (Deep Compression Fig. 2).
-    Returns ``(gaps, entries)``: int64 stored gaps in [0, 2^b − 1] and the entries' values
-    (0 for fillers), one per stored entry.
+    Entry i sits g_i = p_i − p_{i−1} positions after the previous one (p_{−1} = −1) and
+    stores g_i − 1 in ``index_bits`` (d) bits, so gaps up to 2^d fit. A longer gap is
+    bridged by filler entries of value 0, each 2^d further on (Deep Compression Fig. 2).
+    Returns ``(gaps, entries)``: int64 stored gaps in [0, 2^d − 1] and the entries' values
+    (0 for fillers), one per stored entry; with k centroids stored as 1 + index, the
+    entries have k + 1 symbols.
     """
     b = _check_index_bits(index_bits)
     array = values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else values

@@ -343,6 +343,11 @@ def _decode(entry: _Entry, weights: bool) -> tuple[Tensor | None, dict]:
              "kept": int((values > 0).sum()), "entries": len(values),
              "fillers": int((values == 0).sum()), "values": _stream_info(entry.streams[0]),
              "gaps": _stream_info(entry.streams[1]), "codebook_bytes": len(entry.raw)}  # fmt: skip
+    # Fixed widths, for comparison: the entry stream has k + 1 symbols (0 is the filler), so
+    # an entry needs ⌈log2(k + 1)⌉ bits, not log2 k; a gap needs index_bits.
+    entry_bits = fixed_width(len(codebook) + 1)
+    info |= {"entry_bits": entry_bits, "fixed_bits": len(values) * (entry_bits + entry.index_bits)
+             + 32 * len(codebook)}  # fmt: skip
     positions = np.cumsum(gaps + 1) - 1  # checked before the dense array is allocated
     if len(positions) and positions[-1] >= entry.numel:
         raise ValueError(f"corrupt file: the gaps of {entry.name!r} run past its {entry.numel} "
@@ -428,8 +433,10 @@ def inspect(
     path: str | Path, *, max_elements: int | None = None, sha256: str | None = None
 ) -> dict[str, dict]:
     """Per-entry facts about the file: kind, shape, bytes; for a shared weight the weights
-    kept, clusters, index bits, fillers and each stream's Huffman bits and table size.
-    Decodes the streams but not the weights; ``max_elements`` and ``sha256`` as in `read`."""
+    kept, clusters, index bits, fillers, each stream's Huffman bits and table size, and
+    ``fixed_bits``: the same entry at fixed widths (``entry_bits`` = ⌈log2(k + 1)⌉ per entry,
+    ``index_bits`` per gap, 32 per centroid). Decodes the streams but not the weights;
+    ``max_elements`` and ``sha256`` as in `read`."""
     if max_elements is not None:
         check.integer(max_elements, "max_elements", 0)
     return _parse(path, max_elements, sha256=sha256, weights=False)[1]
@@ -439,6 +446,14 @@ def file_sha256(path: str | Path) -> str:
     """The SHA-256 of the file's bytes (hex), to keep apart from it and pass to `load`
     (§ "The whole pipeline, written to a file")."""
     return hashlib.sha256(check.read_file(path)).hexdigest()
+
+
+def fixed_width(alphabet: int) -> int:
+    """Bits per symbol of a fixed-width code for ``alphabet`` symbols: ⌈log2(alphabet)⌉, at
+    least 1. The entries of a shared weight have k + 1 symbols (a filler and k centroids),
+    so k = 16 clusters need 5 bits, not 4 (§ "Where the kept weights are")."""
+    check.integer(alphabet, "alphabet", 1)
+    return max(1, (alphabet - 1).bit_length())
 
 
 def compare_general_purpose(symbols: object, alphabet: int) -> dict[str, int]:
@@ -456,7 +471,7 @@ def compare_general_purpose(symbols: object, alphabet: int) -> dict[str, int]:
     if array.min() < 0 or array.max() >= alphabet:
         raise ValueError(f"symbols must lie in [0, {alphabet})")
     raw = array.astype(np.uint8 if alphabet <= 256 else np.uint16).tobytes()
-    width = max(1, math.ceil(math.log2(alphabet)))
+    width = fixed_width(alphabet)
     stream, _ = _stream(array, alphabet)
     return {
         "symbols": len(array),

@@ -69,6 +69,29 @@ def test_inspect_reports_the_streams(saved):
     assert sum(e["bytes"] for e in info.values()) < size
 
 
+def test_fixed_width_counts_the_filler_symbol(saved):
+    _, _, path, _ = saved
+    assert [storage.fixed_width(a) for a in (1, 2, 3, 16, 17, 33, 256, 257)] == [
+        1, 1, 2, 4, 5, 6, 8, 9
+    ]  # fmt: skip
+    fc1 = storage.inspect(path)["fc1.weight"]
+    assert fc1["entry_bits"] == 5  # 16 centroids + the filler = 17 symbols
+    assert fc1["fixed_bits"] == fc1["entries"] * (5 + 5) + 32 * 16
+
+
+def test_fixed_width_is_what_bit_packing_takes():
+    rng = np.random.default_rng(0)
+    for alphabet in (2, 5, 17, 64):
+        symbols = rng.integers(0, alphabet, 1000)
+        width = storage.fixed_width(alphabet)
+        assert int(symbols.max()).bit_length() <= width  # every symbol fits
+        packed = np.unpackbits(symbols[:, None].astype(">u2").view(np.uint8), axis=1)
+        assert not packed[:, : 16 - width].any()
+        assert storage.compare_general_purpose(symbols, alphabet)["fixed_width"] == (
+            -(-1000 * width // 8)
+        )
+
+
 def test_conv_model_round_trips_with_auto_index_bits(tmp_path):
     torch.manual_seed(0)
     model = LeNet5()
