@@ -1,0 +1,167 @@
+"""A checkpoint split into shards, the layout large models ship in.
+
+Chapter "Storage, deployment and sharding", § "Sharding a checkpoint". A state dict is cut, in
+key order, into safetensors files of at most ``max_bytes`` of tensor data each
+(``model-00001-of-00003.safetensors``, ...) and an index, ``model.safetensors.index.json``::
+
+    {"metadata": {"total_size": <bytes of tensor data>,
+                  "sha256": {"model-00001-of-00003.safetensors": "<hex>", ...}},
+     "weight_map": {"fc1.weight": "model-00001-of-00003.safetensors", ...}}
+
+``metadata.total_size`` and ``weight_map`` are exactly the Hugging Face layout, so their
+loaders read these checkpoints. ``metadata.sha256`` is ours: the index pins every shard, so a
+missing, swapped or altered shard is refused before any tensor is used. Loading is lazy
+(`iter_sharded` reads one tensor at a time through safetensors' memory map), and nothing is
+unpickled: safetensors files hold a JSON header and raw little-endian numbers.
+
+References: the safetensors format (Hugging Face); the sharded-checkpoint index of
+``transformers``' ``save_pretrained``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import Tensor
+
+from minicompress import _validate as check
+
+INDEX_NAME = "model.safetensors.index.json"
+SHARD_NAME = re.compile(r"^[\w.-]+-\d{5}-of-\d{5}\.safetensors$")
+MAX_INDEX_BYTES = 64 * 2**20  # an index is a few kB per thousand tensors; refuse a huge one
+
+
+def tensor_bytes(tensor: Tensor) -> int:
+    """Bytes of a tensor's data: numel × element size (what a shard stores for it)."""
+    return tensor.numel() * tensor.element_size()
+
+
+def plan_shards(state: Mapping[str, Tensor], max_bytes: int) -> list[list[str]]:
+    """Cut the keys of ``state``, in order, into shards of at most ``max_bytes`` of data.
+
+    Greedy: a tensor joins the current shard if the shard stays within ``max_bytes``,
+    otherwise it starts the next one. A tensor larger than ``max_bytes`` gets a shard of its
+    own (tensors are never split), so every shard but such a one holds ≤ ``max_bytes``.
+    § "Sharding a checkpoint".
+    """
+    max_bytes = check.integer(max_bytes, "max_bytes", low=1)
+    _check_state(state)
+    shards: list[list[str]] = []
+    used = max_bytes + 1  # forces a new shard for the first tensor
+    for name, tensor in state.items():
+        size = tensor_bytes(tensor)
+        if used + size > max_bytes:
+            shards.append([])
+            used = 0
+        shards[-1].append(name)
+        used += size
+    return shards
+
+
+def shard_file_name(k: int, n: int, prefix: str = "model") -> str:
+    """``prefix-0000k-of-0000n.safetensors`` (1-based), the name the index points to."""
+    return f"{prefix}-{k:05d}-of-{n:05d}.safetensors"
+
+
+def save_sharded(state: Mapping[str, Tensor], directory: str | Path, max_bytes: int) -> Path:
+    """Write ``state`` as safetensors shards of ≤ ``max_bytes`` plus the index; return its path.
+
+    § "Sharding a checkpoint". Tensors are saved contiguous and detached (safetensors stores
+    raw data; views and autograd history are not part of a checkpoint).
+    """
+    plan = plan_shards(state, max_bytes)
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    weight_map, digests = {}, {}
+    for k, names in enumerate(plan, start=1):
+        file = shard_file_name(k, len(plan))
+        save_file({n: state[n].detach().contiguous() for n in names}, str(directory / file))
+        digests[file] = hashlib.sha256((directory / file).read_bytes()).hexdigest()
+        weight_map.update(dict.fromkeys(names, file))
+    total = sum(tensor_bytes(t) for t in state.values())
+    index = {"metadata": {"total_size": total, "sha256": digests}, "weight_map": weight_map}
+    path = directory / INDEX_NAME
+    path.write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def read_index(index_path: str | Path) -> dict:
+    """The index, checked: bounded size, the expected keys, shard names with no path in them,
+    and a SHA-256 for every shard it names. § "Sharding a checkpoint"."""
+    path = check.regular_file(index_path, "index_path")
+    if path.stat().st_size > MAX_INDEX_BYTES:
+        raise ValueError(f"index_path: {path} is larger than {MAX_INDEX_BYTES} bytes")
+    try:
+        index = json.loads(check.read_file(path, "index_path").decode("utf-8"))
+        weight_map, digests = index["weight_map"], index["metadata"]["sha256"]
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as error:
+        raise ValueError(f"index_path: {path} is not a sharded-checkpoint index ({error})") from None
+    if not isinstance(weight_map, dict) or not isinstance(digests, dict):
+        raise ValueError(f"index_path: {path}: weight_map and metadata.sha256 must be objects")
+    for file in set(weight_map.values()) | set(digests):
+        # A name like "../../etc/passwd" must not make the loader read outside the folder.
+        if not isinstance(file, str) or not SHARD_NAME.match(file):
+            raise ValueError(f"index_path: {path} names a shard {file!r} that is not a shard")
+        if file not in digests:
+            raise ValueError(f"index_path: {path} gives no SHA-256 for shard {file}")
+    return index
+
+
+def _verified_shards(index_path: Path, index: dict) -> dict[str, Path]:
+    """Every shard the index names, after checking its bytes against the pinned SHA-256."""
+    shards = {}
+    for file, digest in index["metadata"]["sha256"].items():
+        path = index_path.parent / file
+        if not path.is_file():
+            raise FileNotFoundError(f"shard {file} named by {index_path.name} is missing")
+        if hashlib.sha256(check.read_file(path, file)).hexdigest() != digest:
+            raise ValueError(f"shard {file} does not match its SHA-256 in {index_path.name}")
+        shards[file] = path
+    return shards
+
+
+def iter_sharded(index_path: str | Path) -> Iterator[tuple[str, Tensor]]:
+    """Yield ``(name, tensor)`` one at a time, in the index's order, from verified shards.
+
+    Each tensor is read from a memory-mapped shard when it is asked for, so at most one
+    tensor beyond what the caller keeps is in memory. § "Sharding a checkpoint".
+    """
+    index_path = Path(index_path)
+    index = read_index(index_path)
+    shards = _verified_shards(index_path, index)
+    for file, path in shards.items():
+        wanted = [n for n, f in index["weight_map"].items() if f == file]
+        with safe_open(str(path), framework="pt") as shard:
+            stored = set(shard.keys())
+            if stored != set(wanted):
+                raise ValueError(
+                    f"shard {file} holds {sorted(stored ^ set(wanted))[:3]}... "
+                    f"unlike what {index_path.name} says"
+                )
+            for name in wanted:
+                yield name, shard.get_tensor(name)
+
+
+def load_sharded(index_path: str | Path) -> dict[str, Tensor]:
+    """The whole state dict from a sharded checkpoint, in the index's key order.
+    § "Sharding a checkpoint"."""
+    state = dict(iter_sharded(index_path))
+    order = read_index(index_path)["weight_map"]
+    return {name: state[name] for name in order}
+
+
+def _check_state(state: object) -> None:
+    if not isinstance(state, Mapping):
+        raise TypeError(f"state must be a mapping of names to tensors, got {type(state).__name__}")
+    if not state:
+        raise ValueError("state is empty")
+    for name, tensor in state.items():
+        if not isinstance(name, str) or not isinstance(tensor, Tensor):
+            got = f"{name!r}: {check.describe(tensor)}"
+            raise TypeError(f"state must map str to tensors, got {got}")

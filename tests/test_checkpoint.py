@@ -1,0 +1,134 @@
+"""Sharded safetensors checkpoints: round trip, the size limit, and refusing bad indexes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from minicompress import checkpoint as C
+from minicompress.models import LeNet300100
+
+
+@pytest.fixture
+def state():
+    torch.manual_seed(0)
+    return LeNet300100().state_dict()
+
+
+def test_round_trip_is_bit_exact_and_keeps_key_order(tmp_path, state):
+    index = C.save_sharded(state, tmp_path, max_bytes=200_000)
+    loaded = C.load_sharded(index)
+    assert list(loaded) == list(state)
+    for k in state:
+        assert torch.equal(loaded[k], state[k]) and loaded[k].dtype == state[k].dtype
+
+
+def test_every_shard_is_within_the_limit_unless_one_tensor_is_larger(tmp_path, state):
+    limit = 150_000  # fc1.weight alone is 940,800 bytes: a shard of its own
+    plan = C.plan_shards(state, limit)
+    for names in plan:
+        size = sum(C.tensor_bytes(state[n]) for n in names)
+        assert size <= limit or len(names) == 1
+    assert [n for names in plan for n in names] == list(state)
+    largest = max(state, key=lambda n: C.tensor_bytes(state[n]))
+    assert C.tensor_bytes(state[largest]) > limit and [largest] in plan
+
+
+def test_greedy_plan_on_known_sizes():
+    state = {k: torch.zeros(n) for k, n in [("a", 10), ("b", 10), ("c", 30), ("d", 5)]}
+    assert C.plan_shards(state, 80) == [["a", "b"], ["c"], ["d"]]  # 40+40 = 80; 120 alone
+    assert C.plan_shards(state, 1) == [["a"], ["b"], ["c"], ["d"]]
+    assert C.plan_shards(state, 10**6) == [["a", "b", "c", "d"]]
+
+
+def test_index_is_the_hugging_face_layout(tmp_path, state):
+    index_path = C.save_sharded(state, tmp_path, max_bytes=500_000)
+    index = json.loads(index_path.read_text())
+    assert index_path.name == "model.safetensors.index.json"
+    assert index["metadata"]["total_size"] == sum(C.tensor_bytes(t) for t in state.values())
+    files = sorted(set(index["weight_map"].values()))
+    n = len(files)
+    assert files == [f"model-{k:05d}-of-{n:05d}.safetensors" for k in range(1, n + 1)]
+    # each shard is an ordinary safetensors file
+    merged = {}
+    for f in files:
+        merged |= load_file(tmp_path / f)
+    assert set(merged) == set(state)
+
+
+def test_lazy_iteration_yields_one_tensor_at_a_time(tmp_path, state):
+    index = C.save_sharded(state, tmp_path, max_bytes=100_000)
+    iterator = C.iter_sharded(index)
+    name, tensor = next(iterator)
+    assert name == next(iter(state)) and torch.equal(tensor, state[name])
+
+
+def test_missing_shard_is_refused(tmp_path, state):
+    index = C.save_sharded(state, tmp_path, max_bytes=100_000)
+    (tmp_path / C.shard_file_name(2, len(C.plan_shards(state, 100_000)))).unlink()
+    with pytest.raises(FileNotFoundError, match="missing"):
+        C.load_sharded(index)
+
+
+def test_altered_shard_is_refused(tmp_path, state):
+    index = C.save_sharded(state, tmp_path, max_bytes=100_000)
+    shard = tmp_path / C.shard_file_name(1, len(C.plan_shards(state, 100_000)))
+    data = bytearray(shard.read_bytes())
+    data[-1] ^= 1  # one bit of one weight
+    shard.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="SHA-256"):
+        C.load_sharded(index)
+
+
+def test_swapped_shards_are_refused(tmp_path, state):
+    index = C.save_sharded(state, tmp_path, max_bytes=100_000)
+    n = len(C.plan_shards(state, 100_000))
+    a, b = tmp_path / C.shard_file_name(1, n), tmp_path / C.shard_file_name(2, n)
+    data_a, data_b = a.read_bytes(), b.read_bytes()
+    a.write_bytes(data_b)
+    b.write_bytes(data_a)
+    with pytest.raises(ValueError, match="SHA-256"):
+        C.load_sharded(index)
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda i: i["weight_map"].update({"x": "../../etc/passwd"}), "not a shard"),
+        (lambda i: i["metadata"]["sha256"].clear(), "no SHA-256"),
+        (lambda i: i.pop("weight_map"), "not a sharded-checkpoint index"),
+        (lambda i: i["weight_map"].update({"extra.weight": next(iter(i["metadata"]["sha256"]))}),
+         "unlike what"),
+    ],
+)
+def test_crafted_index_is_refused(tmp_path, state, edit, message):
+    index_path = C.save_sharded(state, tmp_path, max_bytes=100_000)
+    index = json.loads(index_path.read_text())
+    edit(index)
+    index_path.write_text(json.dumps(index))
+    with pytest.raises(ValueError, match=message):
+        C.load_sharded(index_path)
+
+
+def test_not_json_is_refused(tmp_path):
+    path = tmp_path / "model.safetensors.index.json"
+    path.write_bytes(b"\x80\x04 pickle?")
+    with pytest.raises(ValueError, match="not a sharded-checkpoint index"):
+        C.load_sharded(path)
+
+
+@pytest.mark.parametrize("max_bytes", [0, -5])
+def test_size_limit_must_be_positive(state, max_bytes):
+    with pytest.raises(ValueError, match="max_bytes"):
+        C.plan_shards(state, max_bytes)
+
+
+@pytest.mark.parametrize(
+    "bad, error", [({}, ValueError), ([1, 2], TypeError), ({"w": [1.0]}, TypeError)]
+)
+def test_bad_state_is_refused(bad, error):
+    with pytest.raises(error, match="state"):
+        C.plan_shards(bad, 100)
