@@ -101,7 +101,8 @@ def read_index(index_path: str | Path) -> dict:
         index = json.loads(check.read_file(path, "index_path").decode("utf-8"))
         weight_map, digests = index["weight_map"], index["metadata"]["sha256"]
     except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as error:
-        raise ValueError(f"index_path: {path} is not a sharded-checkpoint index ({error})") from None
+        why = f"index_path: {path} is not a sharded-checkpoint index ({error})"
+        raise ValueError(why) from None
     if not isinstance(weight_map, dict) or not isinstance(digests, dict):
         raise ValueError(f"index_path: {path}: weight_map and metadata.sha256 must be objects")
     for file in set(weight_map.values()) | set(digests):

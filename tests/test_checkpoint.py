@@ -100,8 +100,10 @@ def test_swapped_shards_are_refused(tmp_path, state):
         (lambda i: i["weight_map"].update({"x": "../../etc/passwd"}), "not a shard"),
         (lambda i: i["metadata"]["sha256"].clear(), "no SHA-256"),
         (lambda i: i.pop("weight_map"), "not a sharded-checkpoint index"),
-        (lambda i: i["weight_map"].update({"extra.weight": next(iter(i["metadata"]["sha256"]))}),
-         "unlike what"),
+        (
+            lambda i: i["weight_map"].update({"extra.weight": next(iter(i["metadata"]["sha256"]))}),
+            "unlike what",
+        ),
     ],
 )
 def test_crafted_index_is_refused(tmp_path, state, edit, message):

@@ -30,8 +30,11 @@ def test_memory_per_device_formula():
 
 @pytest.mark.parametrize(
     "kwargs, error",
-    [({"parameters": -1, "devices": 2}, ValueError), ({"parameters": 10, "devices": 0}, ValueError),
-     ({"parameters": 1.5, "devices": 2}, TypeError)],
+    [
+        ({"parameters": -1, "devices": 2}, ValueError),
+        ({"parameters": 10, "devices": 0}, ValueError),
+        ({"parameters": 1.5, "devices": 2}, TypeError),
+    ],
 )
 def test_memory_per_device_refuses_bad_input(kwargs, error):
     with pytest.raises(error):
