@@ -26,6 +26,7 @@ import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
@@ -166,3 +167,133 @@ def _check_state(state: object) -> None:
         if not isinstance(name, str) or not isinstance(tensor, Tensor):
             got = f"{name!r}: {check.describe(tensor)}"
             raise TypeError(f"state must map str to tensors, got {got}")
+
+
+def pack_nibbles(q: Tensor) -> Tensor:
+    """Two signed 4-bit codes per byte along the last dimension: byte j holds q[2j] + 8 in its
+    low nibble and q[2j+1] + 8 in its high one (an odd row is padded with a 0 code).
+    q int8 in [−8, 7], shape (..., n) → uint8, shape (..., ⌈n/2⌉). § "What a file costs"."""
+    if not isinstance(q, Tensor) or q.dtype != torch.int8:
+        raise TypeError(f"q must be an int8 tensor, got {check.describe(q)}")
+    if q.numel() and (int(q.min()) < -8 or int(q.max()) > 7):
+        raise ValueError("q must hold 4-bit codes in [-8, 7]")
+    if q.shape[-1] % 2:
+        q = torch.nn.functional.pad(q, (0, 1))
+    u = (q.to(torch.int16) + 8).to(torch.uint8)
+    return u[..., 0::2] | (u[..., 1::2] << 4)
+
+
+def unpack_nibbles(packed: Tensor, n: int) -> Tensor:
+    """The inverse of `pack_nibbles`: uint8 (..., ⌈n/2⌉) → int8 codes (..., n)."""
+    if not isinstance(packed, Tensor) or packed.dtype != torch.uint8:
+        raise TypeError(f"packed must be a uint8 tensor, got {check.describe(packed)}")
+    n = check.integer(n, "n", low=0)
+    if packed.shape[-1] != (n + 1) // 2:
+        raise ValueError(
+            f"packed has {packed.shape[-1]} bytes per row; {n} codes need {(n + 1) // 2}"
+        )
+    low, high = (packed & 15).to(torch.int8) - 8, (packed >> 4).to(torch.int8) - 8
+    return torch.stack((low, high), dim=-1).flatten(-2)[..., :n]
+
+
+def quantize_state(state: Mapping[str, Tensor], bits: int = 8) -> dict[str, Tensor]:
+    """Weights (tensors of ≥ 2 dimensions) as symmetric per-output-channel integer codes plus
+    a float32 scale per channel (``name.scale``); everything else (biases) unchanged.
+
+    8 bits: int8 codes, one byte per weight. 4 bits: `pack_nibbles`, half a byte. Together
+    with `save_file` this is a real int8 / int4 file, every scale included.
+    § "What a file costs"."""
+    from minicompress import quantization as Q
+
+    bits = check.choice(bits, "bits", [4, 8])
+    _check_state(state)
+    out = {}
+    for name, tensor in state.items():
+        if tensor.ndim < 2 or not tensor.is_floating_point():
+            out[name] = tensor
+            continue
+        rows = tensor.detach().reshape(tensor.shape[0], -1)
+        qp = Q.calc_qparams(rows, bits, symmetric=True, axis=0)
+        codes = Q.quantize(rows, qp).to(torch.int8)
+        out[name] = codes if bits == 8 else pack_nibbles(codes)
+        out[f"{name}.scale"] = qp.scale.float()
+    return out
+
+
+def dequantize_state(qstate: Mapping[str, Tensor], like: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Float32 tensors shaped like ``like`` from `quantize_state`'s codes and scales:
+    ŵ = S_c · q for every weight of output channel c."""
+    _check_state(qstate)
+    _check_state(like)
+    out = {}
+    for name, target in like.items():
+        if f"{name}.scale" not in qstate:
+            out[name] = qstate[name]
+            continue
+        codes, n = qstate[name], target[0].numel()
+        if codes.dtype == torch.uint8:
+            codes = unpack_nibbles(codes, n)
+        weight = codes.float() * qstate[f"{name}.scale"][:, None]
+        out[name] = weight.reshape(target.shape)
+    return out
+
+
+LOADERS = {
+    "torch.load": (
+        "s = torch.load(p, weights_only=True)\nt = sum(float(v.sum()) for v in s.values())"
+    ),
+    "torch.load, mmap": (
+        "s = torch.load(p, weights_only=True, mmap=True)\n"
+        "t = sum(float(v.sum()) for v in s.values())"
+    ),
+    "safetensors load_file": (
+        "from safetensors.torch import load_file\n"
+        "s = load_file(p); t = sum(float(v.sum()) for v in s.values())"
+    ),
+    "sharded, tensor by tensor": (
+        "from minicompress.checkpoint import iter_sharded\n"
+        "t = sum(float(v.sum()) for _, v in iter_sharded(p))"
+    ),
+}
+_PEAK = """
+import resource, sys, torch
+from pathlib import Path
+
+
+def status(key):  # Linux: kB figures of /proc/self/status
+    line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith(key))
+    return int(line.split()[1]) * 1024
+
+
+p = sys.argv[1]
+if Path("/proc/self/clear_refs").exists():
+    # ru_maxrss survives exec (it would start at the parent's peak); VmHWM can be reset.
+    Path("/proc/self/clear_refs").write_text("5")
+    before = status("VmRSS:")
+    peak = lambda: status("VmHWM:")
+else:  # macOS: ru_maxrss is in bytes there
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+{loader}
+print(peak() - before)
+"""
+
+
+def peak_load_memory(path: str | Path, loader: str, timeout: float = 120.0) -> int:
+    """Bytes by which loading ``path`` with ``loader`` (a key of `LOADERS`) and reading every
+    tensor raised the peak resident memory of a fresh Python process (after importing torch).
+
+    A fresh process each time, because a process's peak never comes down: one measurement
+    would hide the next. § "What a file costs"."""
+    import subprocess
+    import sys
+
+    loader = check.choice(loader, "loader", list(LOADERS))
+    path = check.regular_file(path)
+    code = _PEAK.format(loader=LOADERS[loader])
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=timeout
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"{loader} failed on {path}:\n{done.stderr[-1500:]}")
+    return int(done.stdout.split()[-1])
