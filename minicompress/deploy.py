@@ -17,8 +17,6 @@ from torch import Tensor, nn
 from minicompress import _validate as check
 from minicompress import backends
 
-MAX_BATCH = 4096
-
 
 def to_onnx(model: nn.Module, example: Tensor, path: str | Path) -> Path:
     """Write ``model`` as ONNX with a dynamic batch dimension (`backends.export_onnx`).
@@ -27,11 +25,16 @@ def to_onnx(model: nn.Module, example: Tensor, path: str | Path) -> Path:
 
 
 def to_exported_program(model: nn.Module, example: Tensor, path: str | Path) -> Path:
-    """Trace ``model`` with `torch.export` (batch dimension dynamic, 1..4096) and save the
+    """Trace ``model`` with `torch.export` (batch dimension dynamic, any size ≥ 1) and save the
     program as a ``.pt2`` archive. § "Deploying a compressed model"."""
     check.module(model)
     check.float_tensor(example, "example")
-    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    batch = torch.export.Dim("batch", min=1)
+    # The program stores its example input: a copy, or a view would save its whole base
+    # tensor (e.g. the whole test set); a batch of 1 would be traced as the constant 1.
+    example = (
+        example[:2].clone() if len(example) > 1 else example.repeat(2, *[1] * (example.ndim - 1))
+    )
     program = torch.export.export(
         copy.deepcopy(model).eval(), (example,), dynamic_shapes=({0: batch},)
     )

@@ -134,3 +134,73 @@ def test_size_limit_must_be_positive(state, max_bytes):
 def test_bad_state_is_refused(bad, error):
     with pytest.raises(error, match="state"):
         C.plan_shards(bad, 100)
+
+
+def test_nibbles_round_trip_and_layout():
+    q = torch.tensor([[-8, 7, 0, -1, 3]], dtype=torch.int8)
+    packed = C.pack_nibbles(q)
+    # low nibble first, codes offset by 8; the odd row is padded with code 0 (nibble 8)
+    assert packed.tolist() == [[0 | 15 << 4, 8 | 7 << 4, 11 | 8 << 4]]
+    assert torch.equal(C.unpack_nibbles(packed, 5), q)
+    rows = torch.randint(
+        -8, 8, (4, 10), dtype=torch.int8, generator=torch.Generator().manual_seed(0)
+    )
+    assert torch.equal(C.unpack_nibbles(C.pack_nibbles(rows), 10), rows)
+
+
+@pytest.mark.parametrize(
+    "bad, error, message",
+    [
+        (torch.zeros(2, dtype=torch.int32), TypeError, "int8"),
+        (torch.tensor([9], dtype=torch.int8), ValueError, "4-bit"),
+    ],
+)
+def test_pack_refuses_what_does_not_fit(bad, error, message):
+    with pytest.raises(error, match=message):
+        C.pack_nibbles(bad)
+
+
+def test_unpack_refuses_a_wrong_length():
+    with pytest.raises(ValueError, match="bytes per row"):
+        C.unpack_nibbles(torch.zeros(1, 3, dtype=torch.uint8), 8)
+
+
+@pytest.mark.parametrize("bits, dtype, step", [(8, torch.int8, 127), (4, torch.uint8, 7)])
+def test_quantized_state_stores_codes_and_scales(state, bits, dtype, step):
+    q = C.quantize_state(state, bits)
+    assert q["fc1.weight"].dtype == dtype and q["fc1.weight.scale"].shape == (300,)
+    assert torch.equal(q["fc1.bias"], state["fc1.bias"])
+    restored = C.dequantize_state(q, state)
+    for name in ("fc1.weight", "fc2.weight", "fc3.weight"):
+        w = state[name]
+        scale = w.abs().amax(1) / step  # symmetric per output channel
+        assert restored[name].shape == w.shape
+        # every weight within half a step of its channel's grid
+        assert ((restored[name] - w).abs() <= scale[:, None] / 2 + 1e-6).all()
+
+
+def test_quantized_state_of_a_conv_model_round_trips_shapes():
+    from minicompress.models import LeNet5
+
+    torch.manual_seed(0)
+    state = LeNet5().state_dict()
+    restored = C.dequantize_state(C.quantize_state(state, 4), state)
+    assert all(restored[k].shape == state[k].shape for k in state)
+
+
+def test_quantize_state_refuses_other_widths(state):
+    with pytest.raises(ValueError, match="bits"):
+        C.quantize_state(state, 3)
+
+
+def test_peak_load_memory_sees_a_whole_file_load(tmp_path):
+    big = {"w": torch.zeros(4096, 2048)}  # 32 MiB
+    torch.save(big, tmp_path / "big.pt")
+    extra = C.peak_load_memory(tmp_path / "big.pt", "torch.load")
+    assert 0.9 * 32 * 2**20 < extra < 3 * 32 * 2**20
+
+
+def test_peak_load_memory_refuses_an_unknown_loader(tmp_path):
+    (tmp_path / "x.pt").write_bytes(b"")
+    with pytest.raises(ValueError, match="loader"):
+        C.peak_load_memory(tmp_path / "x.pt", "pickle.load")
