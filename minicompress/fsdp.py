@@ -60,6 +60,23 @@ def _reference_batch() -> torch.Tensor:
     return torch.randn(8, 1, 28, 28, generator=torch.Generator().manual_seed(SEED + 1))
 
 
+def _local(t: torch.Tensor) -> torch.Tensor:
+    return getattr(t, "_local_tensor", t)
+
+
+def _training_step_bytes(model: nn.Module) -> int:
+    """One Adam step, then the bytes this rank holds: parameters + gradients + Adam's two
+    moments, each counted by its local shard."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model(_reference_batch()).square().mean().backward()
+    optimizer.step()
+    held = 0
+    for p in model.parameters():
+        tensors = [p, p.grad] + [optimizer.state[p][k] for k in ("exp_avg", "exp_avg_sq")]
+        held += sum(_local(t).numel() * _local(t).element_size() for t in tensors)
+    return held
+
+
 def _worker(directory: Path) -> None:
     """One rank: shard LeNet-300-100, compare its output with the unsharded model, save."""
     import torch.distributed as dist
@@ -87,6 +104,7 @@ def _worker(directory: Path) -> None:
         "local_parameters": local_parameters(model),
         "total_parameters": sum(t.numel() for t in reference.values()),
         "max_abs_difference": float((output - expected).abs().max()),
+        "local_training_bytes": _training_step_bytes(model),
     }
     (directory / f"rank{rank}.json").write_text(json.dumps(report))
     dist.destroy_process_group()

@@ -16,6 +16,9 @@ def test_two_ranks_shard_save_and_load_into_one(tmp_path):
     assert sum(r["local_parameters"] for r in reports) == total
     assert all(abs(r["local_parameters"] - total / 2) <= 3 for r in reports)  # dim-0 padding
     assert all(r["max_abs_difference"] == 0.0 for r in reports)
+    # parameters, gradients and Adam's two moments: 16 bytes per parameter, halved
+    for r in reports:
+        assert abs(r["local_training_bytes"] - fsdp.memory_per_device(total, 2)) <= 16 * 3
     loaded, reference = fsdp.load_unsharded(tmp_path), fsdp.reference_state()
     assert loaded.keys() == reference.keys()
     assert all(torch.equal(loaded[k], reference[k]) for k in reference)
