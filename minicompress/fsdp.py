@@ -33,26 +33,28 @@ SEED = 0
 
 
 def memory_per_device(
-    parameters: int, devices: int, *, bytes_per_value: int = 4, optimizer_states: int = 2
+    parameters: float, devices: int, *, bytes_per_value: float = 4, optimizer_states: int = 2
 ) -> float:
-    """Bytes each device holds for parameters, gradients and optimizer state, fully sharded:
+    """Bytes of *model states* each device holds for training, fully sharded:
 
-        M = (2 + s) · P · b / N
+        M = (2 + o) · Ψ · B / D
 
-    with P parameters of b bytes, s optimizer states per parameter (Adam: 2, SGD with
-    momentum: 1) and N devices (ZeRO stage 3 / FSDP). N = 1 is a replicated copy: copying a
-    model to N devices costs N·M in all, sharding keeps the total at M.
-    § "Sharding across devices".
+    for Ψ parameters, each with its gradient and o optimizer states (Adam: 2, SGD with
+    momentum: 1), all of B bytes, on D devices (ZeRO stage 3 / FSDP). D = 1 is one whole
+    copy: copying a model to D devices costs D·M in all, sharding keeps the total at M. Not
+    counted: activations, communication buffers, and the one layer FSDP gathers whole while
+    it runs. § "Sharding across devices".
     """
-    parameters = check.integer(parameters, "parameters", low=0)
+    parameters = check.number(parameters, "parameters", 0.0)
     devices = check.integer(devices, "devices", low=1)
-    bytes_per_value = check.integer(bytes_per_value, "bytes_per_value", low=1)
+    bytes_per_value = check.number(bytes_per_value, "bytes_per_value", 0.0, low_open=True)
     optimizer_states = check.integer(optimizer_states, "optimizer_states", low=0)
     return (2 + optimizer_states) * parameters * bytes_per_value / devices
 
 
 def local_parameters(model: nn.Module) -> int:
     """Parameters this process holds: for FSDP2's DTensors, the local shard only."""
+    check.module(model)
     return sum(getattr(p, "_local_tensor", p).numel() for p in model.parameters())
 
 
@@ -114,13 +116,14 @@ def run(directory: str | Path, processes: int = 2, timeout: float = 180.0) -> li
     """Launch the FSDP2 + DCP example with ``torchrun`` on ``processes`` CPU ranks (loopback
     only, gloo) and return each rank's report. § "Sharding across devices"."""
     processes = check.integer(processes, "processes", low=1, high=8)
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    torchrun = Path(sys.executable).with_name("torchrun")
-    command = [str(torchrun), "--standalone", f"--nproc-per-node={processes}"]
-    command += ["-m", "minicompress.fsdp", str(directory)]
+    timeout = check.number(timeout, "timeout", 0.0, low_open=True)
+    directory = check.output_folder(directory)
+    # torchrun as a module of this Python: no need to find a `torchrun` script on PATH
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    command += [f"--nproc-per-node={processes}", "-m", "minicompress.fsdp", str(directory)]
+    loopback = "lo0" if sys.platform == "darwin" else "lo"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1"}
-    env.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    env.setdefault("GLOO_SOCKET_IFNAME", loopback)
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
     if done.returncode != 0:
         raise RuntimeError(f"torchrun failed ({done.returncode}):\n{done.stderr[-2000:]}")
@@ -129,7 +132,10 @@ def run(directory: str | Path, processes: int = 2, timeout: float = 180.0) -> li
 
 def load_unsharded(directory: str | Path) -> dict[str, torch.Tensor]:
     """Load the DCP checkpoint that `run` wrote into one plain process: a full state dict of
-    LeNet-300-100 (resharding N ranks → 1). § "Sharding across devices"."""
+    LeNet-300-100 (resharding N ranks → 1). § "Sharding across devices".
+
+    Trusted folders only: DCP's ``.metadata`` file is a pickle, and loading it runs whatever
+    it names, like ``torch.load(..., weights_only=False)``."""
     import torch.distributed.checkpoint as dcp
 
     path = Path(directory) / "dcp"

@@ -204,3 +204,74 @@ def test_peak_load_memory_refuses_an_unknown_loader(tmp_path):
     (tmp_path / "x.pt").write_bytes(b"")
     with pytest.raises(ValueError, match="loader"):
         C.peak_load_memory(tmp_path / "x.pt", "pickle.load")
+
+
+def test_a_folder_with_a_checkpoint_is_not_overwritten(tmp_path, state):
+    C.save_sharded(state, tmp_path, max_bytes=100_000)
+    with pytest.raises(FileExistsError, match="already holds a checkpoint"):
+        C.save_sharded(state, tmp_path, max_bytes=10**7)
+
+
+def test_tied_tensors_are_saved_as_copies(tmp_path):
+    weight = torch.randn(4, 3)
+    index = C.save_sharded({"a": weight, "b": weight}, tmp_path, max_bytes=10**6)
+    loaded = C.load_sharded(index)
+    assert torch.equal(loaded["a"], weight) and torch.equal(loaded["b"], weight)
+
+
+def test_meta_tensors_are_refused():
+    with pytest.raises(ValueError, match="meta or sparse"):
+        C.plan_shards({"w": torch.empty(3, device="meta")}, 100)
+
+
+def test_a_symlinked_shard_is_refused(tmp_path, state):
+    index = C.save_sharded(state, tmp_path / "ckpt", max_bytes=100_000)
+    shard = tmp_path / "ckpt" / C.shard_file_name(1, len(C.plan_shards(state, 100_000)))
+    outside = tmp_path / "outside.safetensors"
+    shard.rename(outside)
+    shard.symlink_to(outside)
+    with pytest.raises(ValueError, match="not a regular file"):
+        C.load_sharded(index)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("[" * 100_000 + "]" * 100_000, "not a sharded-checkpoint index"),
+        ('{"metadata": {"total_size": 0, "sha256": {}}, "weight_map": {}}', "at least one"),
+        ('{"metadata": {"total_size": -5, "sha256": {}}, "weight_map": {"a": "m"}}', "total_size"),
+        (
+            '{"metadata": {"total_size": 4, "sha256": {}}, "weight_map": {"a": ["x"]}}',
+            "not a shard",
+        ),
+        (
+            '{"metadata": {"total_size": 4, "sha256": {"m-00001-of-00001.safetensors\\n": "0"}},'
+            ' "weight_map": {"a": "m-00001-of-00001.safetensors\\n"}}',
+            "not a shard",
+        ),
+    ],
+)
+def test_malformed_indexes_are_refused(tmp_path, text, message):
+    path = tmp_path / C.INDEX_NAME
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message):
+        C.read_index(path)
+
+
+@pytest.mark.parametrize(
+    "k, n, prefix", [(0, 1, "model"), (2, 1, "model"), (1, 100_000, "model"), (1, 1, "../x")]
+)
+def test_shard_file_names_are_checked(k, n, prefix):
+    with pytest.raises(ValueError):
+        C.shard_file_name(k, n, prefix)
+
+
+def test_dequantize_refuses_codes_of_another_shape(state):
+    q = C.quantize_state({"w": torch.randn(10, 4)}, 8)
+    with pytest.raises(ValueError, match="do not fit"):
+        C.dequantize_state(q, {"w": torch.ones(4, 10)})
+    with pytest.raises(ValueError, match="qstate has no"):
+        C.dequantize_state(q, {"v": torch.ones(10, 4)})
+    q4 = C.quantize_state({"w": torch.randn(3, 5)}, 4)
+    with pytest.raises(ValueError):
+        C.dequantize_state(q4, {"w": torch.ones(3, 6)})

@@ -43,3 +43,43 @@ def test_bad_input_is_refused(tmp_path, model):
         deploy.load_exported_program(tmp_path / "missing.pt2")
     with pytest.raises(TypeError, match="images"):
         deploy.agreement(model, model, [1, 2])
+
+
+def test_a_crafted_program_is_refused_before_it_runs_code(tmp_path, model):
+    import zipfile
+
+    path = deploy.to_exported_program(model, torch.randn(2, 1, 28, 28), tmp_path / "m.pt2")
+    marker = tmp_path / "ran.txt"
+
+    class Payload:
+        def __reduce__(self):
+            import io
+
+            return (io.open, (str(marker), "w"))
+
+    torch.save({"x": Payload()}, tmp_path / "payload.pt")
+    crafted = tmp_path / "crafted.pt2"
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(crafted, "w") as dst:
+        for member in src.namelist():
+            data = src.read(member)
+            if member.endswith("sample_inputs/model.pt"):
+                data = (tmp_path / "payload.pt").read_bytes()
+            dst.writestr(member, data)
+    with pytest.raises(ValueError, match="not weights-only"):
+        deploy.load_exported_program(crafted)
+    assert not marker.exists()
+
+
+def test_junk_is_not_a_program(tmp_path):
+    (tmp_path / "junk.pt2").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="not a torch.export archive"):
+        deploy.load_exported_program(tmp_path / "junk.pt2")
+
+
+def test_outputs_of_another_shape_are_refused_and_training_mode_is_kept():
+    a, b = torch.nn.Linear(4, 1), torch.nn.Linear(4, 3)
+    a.train()
+    with pytest.raises(ValueError, match="shape"):
+        deploy.max_output_difference(a, b, torch.randn(2, 4))
+    deploy.agreement(a, a, torch.randn(2, 4))
+    assert a.training

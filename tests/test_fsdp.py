@@ -29,6 +29,8 @@ def test_memory_per_device_formula():
     assert fsdp.memory_per_device(1000, 1) == 16_000
     assert fsdp.memory_per_device(1000, 4) == 4_000
     assert fsdp.memory_per_device(1000, 2, optimizer_states=0, bytes_per_value=2) == 2_000
+    # ZeRO's mixed-precision Adam, 2 + 2 + 12 bytes, is also 16 bytes per parameter
+    assert fsdp.memory_per_device(7.5e9, 64) == (2 + 2 + 12) * 7.5e9 / 64
 
 
 @pytest.mark.parametrize(
@@ -36,7 +38,9 @@ def test_memory_per_device_formula():
     [
         ({"parameters": -1, "devices": 2}, ValueError),
         ({"parameters": 10, "devices": 0}, ValueError),
-        ({"parameters": 1.5, "devices": 2}, TypeError),
+        ({"parameters": "1", "devices": 2}, TypeError),
+        ({"parameters": 1, "devices": 1.5}, TypeError),
+        ({"parameters": 1, "devices": 2, "bytes_per_value": 0}, ValueError),
     ],
 )
 def test_memory_per_device_refuses_bad_input(kwargs, error):
