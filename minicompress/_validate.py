@@ -141,3 +141,28 @@ def read_file(path: object, name: str = "path") -> bytes:
     with path.open("rb") as f:
         size = os.fstat(f.fileno()).st_size
         return f.read(size)
+
+
+def _path(path: object, name: str) -> Path:
+    if not isinstance(path, str | os.PathLike):
+        raise TypeError(f"{name} must be a str or os.PathLike, got {type(path).__name__}")
+    return Path(path)
+
+
+def output_folder(path: object, name: str = "directory") -> Path:
+    """A folder to write into, created if missing; an existing file there is refused."""
+    path = _path(path, name)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{name}: {path} exists and is not a folder")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def output_file(path: object, name: str = "path") -> Path:
+    """A file to write: its folder must exist (a typo should not create folders)."""
+    path = _path(path, name)
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"{name}: no folder {path.parent} to write {path.name} into")
+    if path.is_dir():
+        raise ValueError(f"{name}: {path} is a folder")
+    return path
