@@ -49,14 +49,6 @@ import torch
 COLUMNS = 1024
 FULL = {"layers": 24, "rows": 3072, "shard_bytes": 64_000_000, "repeats": 3}  # 302 MB
 QUICK = {"layers": 8, "rows": 960, "shard_bytes": 8_000_000, "repeats": 1}  # 31 MB
-LOADS = (
-    "torch.load",
-    "torch.load mmap",
-    "safetensors load_file",
-    "safetensors safe_open",
-    "sharded iter_sharded",
-    "dcp 2 -> 1 process",
-)
 TIMEOUT = 600
 
 
@@ -389,7 +381,6 @@ def main(recipe: dict, cold: bool = False, where: str | None = None) -> dict:
         },
         "save": saves,
         "load": loads,
-        "load_order": list(LOADS),
         "fsdp2_two_processes": {
             "model": "LeNet-300-100",
             "total_parameters": total,
