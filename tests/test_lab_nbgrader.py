@@ -71,6 +71,13 @@ WRONG = {
     "binarization_lab": {
         "binarize": "def binarize(w):\n    return torch.sign(w)",
     },
+    "storage_lab": {
+        "memory_per_device": (
+            "def memory_per_device(parameters, devices, bytes_per_value=4, optimizer_states=2):\n"
+            "    # copied to every device, not sharded: x N instead of / N\n"
+            "    return (2 + optimizer_states) * parameters * bytes_per_value * devices"
+        ),
+    },
     "distillation_lab": {
         "kd_loss": (
             "def kd_loss(student_logits, teacher_logits, targets, temperature, alpha):\n"
@@ -92,6 +99,7 @@ SCORES = {
     "sharing_lab": (4, 2, 0),
     "binarization_lab": (3, 2, 0),
     "distillation_lab": (3, 1, 0),
+    "storage_lab": (3, 2, 0),
 }
 
 
