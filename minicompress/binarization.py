@@ -4,7 +4,8 @@ Chapter "Binarization" derives each piece:
 
 - `binarize`: b = sign(w) ∈ {−1, +1}, with sign(0) = +1 so that every weight gets a bit;
   `binarize_ste` is the same in the forward pass with the straight-through estimator,
-  gated on ``|w| ≤ 1``, in the backward pass (BinaryConnect, Courbariaux et al. 2015);
+  gated on ``|w| ≤ 1``, in the backward pass (the gate is BNN's, Hubara et al. 2016;
+  BinaryConnect, Courbariaux et al. 2015, passes the gradient through ungated);
 - `xnor_scale`: the optimal scale α* = ‖W‖₁ / n of W ≈ αB (BWN / XNOR-Net, Rastegari
   et al. 2016), per tensor or per output channel;
 - `BinaryConnectLinear`, `BinaryWeightLinear`, `XnorLinear`: the three trainable
@@ -126,8 +127,10 @@ class BinaryConnectLinear(nn.Linear):
     """Linear layer whose forward pass uses sign(W) of real-valued latent weights W (BinaryConnect).
 
     y = x · sign(W)ᵀ (+ b). The optimiser updates the latent W through `binarize_ste`;
-    `clip_latent_weights` keeps W in [−1, 1] after each step, since beyond ±1 a latent
-    weight gets no gradient and would never flip back (Courbariaux et al. 2015, § 2.4).
+    `clip_latent_weights` keeps W in [−1, 1] after each step, since a latent weight would
+    otherwise grow without changing its sign (Courbariaux et al. 2015, § 2.4). With W in
+    [−1, 1] the gate of `binarize_ste` is always open, so the update is BinaryConnect's
+    ungated one.
     Without bias by default: the BatchNorm that follows it has its own shift.
     """
 
