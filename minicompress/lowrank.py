@@ -13,7 +13,7 @@ Chapter "Architecture, low rank and transfer" derives each piece:
   smaller by `low_rank` (fine-tune it afterwards with `minicompress.train.fit`).
 
 References: Eckart & Young (1936); Denton et al. (2014), *Exploiting Linear Structure Within
-Convolutional Networks for Efficient Evaluation*; Xue, Li & Gong (2013).
+Convolutional Networks for Efficient Evaluation*.
 """
 
 from __future__ import annotations
