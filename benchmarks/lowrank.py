@@ -130,8 +130,9 @@ def search(train_x, train_y, test, lowrank300, recipe) -> dict:
     nbytes = mc.measure.size_in_bits(lowrank300) // 8
     fitting = [acc for b, acc, _ in candidates if b <= nbytes]
     return {
-        "candidates": [{"hidden": list(w), "bytes": b, "accuracy": round(a, 4)}
-                       for b, a, w in candidates],  # fmt: skip
+        "candidates": [
+            {"hidden": list(w), "bytes": b, "accuracy": round(a, 4)} for b, a, w in candidates
+        ],  # fmt: skip
         "lowrank300_bytes": nbytes,
         "lowrank300_accuracy": round(evaluate(lowrank300, *test), 4),
         "best_candidate_within_bytes": round(max(fitting), 4) if fitting else None,
@@ -145,8 +146,14 @@ def main(recipe: dict) -> dict:
     test_x, test_y = mc.data.fashion_mnist("test")
     test = (test_x, test_y)
     config = TrainConfig(epochs=recipe["finetune_epochs"], lr=recipe["finetune_lr"])
-    r300, small300 = low_rank_result(mc.zoo.pretrained("lenet300"), ("fc1", "fc2"),
-                                     recipe["lenet300_rank"], (train_x, train_y), test, config)
+    r300, small300 = low_rank_result(
+        mc.zoo.pretrained("lenet300"),
+        ("fc1", "fc2"),
+        recipe["lenet300_rank"],
+        (train_x, train_y),
+        test,
+        config,
+    )
     r5, _ = low_rank_result(mc.zoo.pretrained("lenet5"), ("fc1",), recipe["lenet5_rank"],
                             (train_x, train_y), test, config)  # fmt: skip
     tr = transfer(train_x, train_y, test_x, test_y, recipe)
@@ -169,8 +176,10 @@ def main(recipe: dict) -> dict:
             "lenet300": r300["params_ratio"] >= 5 and r300["drop_pp"] <= 0.5,
             "lenet5": r5["params_ratio"] >= 5 and r5["drop_pp"] <= 0.5,
         },
-        "recipe": {k: (v if not isinstance(v, dict) else {str(a): b for a, b in v.items()})
-                   for k, v in recipe.items()},  # fmt: skip
+        "recipe": {
+            k: (v if not isinstance(v, dict) else {str(a): b for a, b in v.items()})
+            for k, v in recipe.items()
+        },  # fmt: skip
         "seconds": round(time.perf_counter() - start, 1),
         "machine": mc.measure.machine(),
     }
