@@ -71,6 +71,9 @@ WRONG = {
     "binarization_lab": {
         "binarize": "def binarize(w):\n    return torch.sign(w)",
     },
+    "lowrank_lab": {
+        "payoff_rank": "def payoff_rank(m, n):\n    return (m * n) // (m + n)  # not strict",
+    },
     "distillation_lab": {
         "kd_loss": (
             "def kd_loss(student_logits, teacher_logits, targets, temperature, alpha):\n"
@@ -92,6 +95,7 @@ SCORES = {
     "sharing_lab": (4, 2, 0),
     "binarization_lab": (3, 2, 0),
     "distillation_lab": (3, 1, 0),
+    "lowrank_lab": (4, 3, 0),
 }
 
 
