@@ -80,7 +80,8 @@ def check_svd_factors(fn: Callable[[Tensor, int], tuple[Tensor, Tensor]], seed: 
         a, b = out
         if not isinstance(a, Tensor) or not isinstance(b, Tensor):
             raise LabCheckError(f"{where} must return two tensors (A, B)")
-        if tuple(a.shape) == (m, r) and tuple(b.shape) == (r, n):
+        swapped = tuple(a.shape) == (m, r) and tuple(b.shape) == (r, n)
+        if swapped and (m, r) != (r, n):
             raise LabCheckError(
                 f"{where} returned (A, B) in the wrong order: A is the first layer, "
                 f"shape (r, n) = ({r}, {n}), and B the second, shape (m, r) = ({m}, {r}); "
