@@ -8,7 +8,8 @@ One module per idea, each implementing what one chapter derives:
 - `minicompress.measure`: parameters, bits, bytes, MACs, latency, `Report`;
 - `minicompress.zoo`: the trained baselines every chapter starts from;
 - `minicompress.pruning`, `quantization`, `sharing`, `coding`, `storage`, `binarization`,
-  `distillation`: one module per technique, each implementing what its chapter derives;
+  `distillation`, `lowrank`, `architecture`, `transfer`: one module per technique, each
+  implementing what its chapter derives;
 - `minicompress.backends`: the int8 runtimes the quantization chapter measures;
 - `minicompress.labs`: the checkers behind the classroom labs;
 - `minicompress.plotting`: the book's figure style (`book_style()`).
@@ -20,12 +21,14 @@ so ``python -m minicompress.data`` does not import the module twice.
 import importlib
 
 __all__ = [
+    "architecture",
     "backends",
     "binarization",
     "coding",
     "data",
     "distillation",
     "labs",
+    "lowrank",
     "measure",
     "models",
     "plotting",
@@ -34,6 +37,7 @@ __all__ = [
     "sharing",
     "storage",
     "train",
+    "transfer",
     "zoo",
 ]
 __version__ = "0.1.0"

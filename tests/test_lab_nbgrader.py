@@ -71,6 +71,9 @@ WRONG = {
     "binarization_lab": {
         "binarize": "def binarize(w):\n    return torch.sign(w)",
     },
+    "lowrank_lab": {
+        "payoff_rank": "def payoff_rank(m, n):\n    return (m * n) // (m + n)  # not strict",
+    },
     "storage_lab": {
         "memory_per_device": (
             "def memory_per_device(parameters, devices, bytes_per_value=4, optimizer_states=2):\n"
@@ -99,6 +102,7 @@ SCORES = {
     "sharing_lab": (4, 2, 0),
     "binarization_lab": (3, 2, 0),
     "distillation_lab": (3, 1, 0),
+    "lowrank_lab": (4, 3, 0),
     "storage_lab": (3, 2, 0),
 }
 
