@@ -101,7 +101,9 @@ def plan_empty_first_shard(state, max_bytes):
 def plan_zero_based_names(state, max_bytes):
     shards, _ = plan_ok(state, max_bytes)
     n = len(shards)
-    return shards, {name: shard_file_name(k, n) for k, s in enumerate(shards) for name in s}
+    # names written by hand, counting from 0 (the package's shard_file_name refuses k = 0)
+    names = {k: f"model-{k:05d}-of-{n:05d}.safetensors" for k in range(n)}
+    return shards, {name: names[k] for k, s in enumerate(shards) for name in s}
 
 
 def plan_no_index(state, max_bytes):
