@@ -46,8 +46,8 @@ lint:
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-unit:  ## two test files at a time (one per core): the lab tests run whole notebooks
-	$(BIN)/python -m pytest tests --ignore=tests/browser -n 2 --dist loadfile
+unit:
+	$(BIN)/python -m pytest tests --ignore=tests/browser
 
 notebooks:  ## execute every notebook and compare with its stored outputs
 	$(BIN)/python -m pytest $(NBVAL_FLAGS) book
