@@ -101,8 +101,8 @@ def _outputs(reference: nn.Module, candidate: nn.Module, images: Tensor) -> tupl
 
 @torch.no_grad()
 def max_output_difference(reference: nn.Module, candidate: nn.Module, images: Tensor) -> float:
-    """max |reference(x) − candidate(x)| over every logit of every image: the agreement the
-    chapter states a tolerance for. § "Deploying a compressed model"."""
+    """``max |reference(x) − candidate(x)|`` over every logit of every image: the agreement
+    the chapter states a tolerance for. § "Deploying a compressed model"."""
     expected, got = _outputs(reference, candidate, images)
     return float((expected - got).abs().max())
 
