@@ -1,10 +1,11 @@
 """Trained baselines shipped with the package, so no chapter ever retrains them.
 
-Each entry has a recipe (`TrainConfig`, seed included); ``python -m minicompress.zoo train
-NAME`` trains it on Fashion-MNIST and writes ``weights/NAME.pt`` (the state dict) and
-``weights/NAME.json`` (recipe, test accuracy, SHA-256 of the weights, torch version,
-machine). `pretrained` checks the SHA-256 and loads with ``torch.load(weights_only=True)``,
-which refuses to unpickle code.
+Each entry has a recipe (`TrainConfig` or `LMConfig`, seed included); ``python -m
+minicompress.zoo train NAME`` trains it (the LeNets on Fashion-MNIST, ``tinygpt`` on the
+shipped docstring corpus of `minicompress.text`) and writes ``weights/NAME.pt`` (the
+state dict) and ``weights/NAME.json`` (recipe, test accuracy or validation bits/char,
+SHA-256 of the weights, torch version, machine). `pretrained` checks the SHA-256 and
+loads with ``torch.load(weights_only=True)``, which refuses to unpickle code.
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from minicompress import text
 from minicompress.data import fashion_mnist
+from minicompress.lm import LMConfig, bits_per_char, train_lm
 from minicompress.measure import count_parameters, machine
-from minicompress.models import LeNet5, LeNet300100
+from minicompress.models import LeNet5, LeNet300100, TinyGPT
 from minicompress.train import TrainConfig, evaluate, fit
 
 __all__ = ["RECIPES", "Recipe", "build", "info", "names", "pretrained", "train"]
@@ -35,8 +38,13 @@ class Recipe:
     """How a baseline is made: its architecture and its training configuration."""
 
     build: Callable[[], nn.Module]
-    config: TrainConfig
+    config: TrainConfig | LMConfig
     description: str
+
+    @property
+    def is_language_model(self) -> bool:
+        """Trained on text (`LMConfig`) rather than on Fashion-MNIST."""
+        return isinstance(self.config, LMConfig)
 
 
 RECIPES: dict[str, Recipe] = {
@@ -49,6 +57,11 @@ RECIPES: dict[str, Recipe] = {
         LeNet5,
         TrainConfig(epochs=25, lr=0.05, batch_size=128, momentum=0.9, weight_decay=5e-4, seed=0),
         "LeNet-5 (Caffe LeNet: conv20-conv50-fc500-fc10), Han et al. 2015",
+    ),
+    "tinygpt": Recipe(
+        TinyGPT,
+        LMConfig(steps=3000, batch_size=32, lr=3e-3, warmup=100, weight_decay=0.01, seed=0),
+        "character-level GPT (4 layers, d=64, 4 heads, context 128) on CPython docstrings",
     ),
 }
 
@@ -108,11 +121,45 @@ def pretrained(name: str, weights_dir: Path = WEIGHTS) -> nn.Module:
     return model.eval()
 
 
+def _train_language_model(name: str, weights_dir: Path, progress: bool) -> dict:
+    recipe = _recipe(name)
+    model = build(name)
+    start = time.perf_counter()
+    losses = train_lm(model, text.split("train"), recipe.config, progress=progress)
+    seconds = time.perf_counter() - start
+    path = weights_dir / f"{name}.pt"
+    torch.save(model.state_dict(), path)
+    score = bits_per_char(model, text.split("validation"))
+    record = {
+        "name": name,
+        "description": recipe.description,
+        "model": type(model).__name__,
+        "parameters": count_parameters(model),
+        "data": "minicompress.text corpus: train split; bits/char on the validation split",
+        "corpus_sha256": text.CORPUS_SHA256,
+        "recipe": recipe.config.to_dict(),
+        "final_train_loss": round(sum(losses[-50:]) / len(losses[-50:]), 6) if losses else None,
+        "validation_bits_per_char": round(score.mean, 6),
+        "validation_standard_error": round(score.standard_error, 6),
+        "sha256": _sha256(path),
+        "torch": torch.__version__,
+        "machine": machine(),
+        "train_seconds": round(seconds, 1),
+    }
+    path.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
 def train(name: str, weights_dir: Path = WEIGHTS, progress: bool = True) -> dict:
-    """Train ``name`` from its recipe on Fashion-MNIST, save weights and record; return it."""
+    """Train ``name`` from its recipe, save weights and record; return the record.
+
+    The LeNets train on Fashion-MNIST (record: test accuracy), ``tinygpt`` on the text
+    corpus (record: validation bits per character with its standard error)."""
     recipe = _recipe(name)
     weights_dir = Path(weights_dir)
     weights_dir.mkdir(parents=True, exist_ok=True)
+    if recipe.is_language_model:
+        return _train_language_model(name, weights_dir, progress)
     model = build(name)
     train_x, train_y = fashion_mnist("train")
     test_x, test_y = fashion_mnist("test")
