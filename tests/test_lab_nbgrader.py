@@ -81,6 +81,18 @@ WRONG = {
             "    return (2 + optimizer_states) * parameters * bytes_per_value * devices"
         ),
     },
+    "llm_quantization_lab": {
+        "pack_int4": (
+            "def pack_int4(q):  # high nibble first\n"
+            "    q = q.to(torch.uint8)\n"
+            "    return (q[:, 0::2] << 4) | q[:, 1::2]"
+        ),
+        "smoothquant_scales": (
+            "def smoothquant_scales(x, w, alpha):  # alpha on the wrong side\n"
+            "    x_max, w_max = x.abs().amax(dim=0), w.abs().amax(dim=0)\n"
+            "    return w_max**alpha / x_max ** (1 - alpha)"
+        ),
+    },
     "distillation_lab": {
         "kd_loss": (
             "def kd_loss(student_logits, teacher_logits, targets, temperature, alpha):\n"
@@ -104,6 +116,7 @@ SCORES = {
     "distillation_lab": (3, 1, 0),
     "lowrank_lab": (4, 3, 0),
     "storage_lab": (3, 2, 0),
+    "llm_quantization_lab": (7, 5, 0),
 }
 
 

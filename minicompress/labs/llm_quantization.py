@@ -19,7 +19,8 @@ The lab's functions, for a weight matrix W of shape (out, in) (a `torch.nn.Linea
   `minicompress.checkpoint.pack_nibbles` (which stores signed codes, q + 8) and of the
   GGUF/llama.cpp Q4 blocks' nibble order within a pair;
 - ``smoothquant_scales(x, w, alpha) -> s``: SmoothQuant's per-input-channel scales
-  s_j = max|X_j|^α / max|W_j|^(1−α), X (N, in) activations, W (out, in) (Xiao et al. 2023);
+  ``s_j = max|X_j|^α / max|W_j|^(1−α)``, X (N, in) activations, W (out, in) (Xiao et al.
+  2023);
 - ``smooth(x, w, s) -> (x_smooth, w_smooth)``: X diag(s)⁻¹ and W diag(s), so that
   X Wᵀ = (X diag(s)⁻¹)(W diag(s))ᵀ exactly in real arithmetic.
 
@@ -149,7 +150,8 @@ def _check_pair(x: object, w: object) -> tuple[Tensor, Tensor]:
 def smoothquant_scales(x: Tensor, w: Tensor, alpha: float = 0.5) -> Tensor:
     """SmoothQuant's scale per input channel j (Xiao et al. 2023; chapter "Quantizing a small
     language model", section "Outliers: AWQ and SmoothQuant"):
-    s_j = max_n |X_nj|^α / max_o |W_oj|^(1−α), for X (N, in) and W (out, in). Shape (in,).
+    ``s_j = max_n |X_nj|^α / max_o |W_oj|^(1−α)``, for X (N, in) and W (out, in). Shape
+    (in,).
     A channel whose maximum is 0 would give s_j = 0 or ∞: clamped to [1e-5, 1e5]."""
     x, w = _check_pair(x, w)
     alpha = check.number(alpha, "alpha", 0.0, 1.0)
@@ -408,7 +410,7 @@ def _first_difference(got: Tensor, want: Tensor) -> tuple[int, ...]:
 def check_quantize_groups(fn: Callable[..., tuple], seed: int = 0) -> None:
     """Check ``fn(w, bits, group_size, clip=1.0) -> (q, scale, zero)`` against
     `quantize_groups`, naming the usual slips: no zero point per group (one per row or per
-    tensor, or none), groups along the wrong axis or strided, the scale from max|w| or
+    tensor, or none), groups along the wrong axis or strided, the scale from ``max|w|`` or
     divided by 2^b, the range not extended to 0, clip ignored, no clamping."""
     cases = _group_cases(seed)
     for what, w, bits, g, clip in cases:
@@ -753,7 +755,7 @@ def _where_smooth(x: Tensor, w: Tensor, alpha: float) -> str:
 
 
 def check_smoothquant_scales(fn: Callable[[Tensor, Tensor, float], Tensor], seed: int = 0) -> None:
-    """Check ``fn(x, w, alpha) -> s`` (in,): s_j = max|X_j|^α / max|W_j|^(1−α), naming α on
+    """Check ``fn(x, w, alpha) -> s`` (in,): ``s_j = max|X_j|^α / max|W_j|^(1−α)``, naming α on
     the wrong side, the inverse, a max over the wrong axis, max without abs, mean for max."""
     cases = _smooth_cases(seed)
     for x, w, alpha in cases:
