@@ -16,8 +16,8 @@ The lab's functions, for a weight matrix W of shape (out, in) (a `torch.nn.Linea
 - ``pack_int4(q) -> bytes`` and ``unpack_int4(packed) -> q``: two 4-bit codes (0 … 15) per
   byte along each row, the **even** index in the **low** nibble (bits 0–3) and the odd one
   in the high nibble (bits 4–7): byte j = q[2j] | q[2j+1] << 4, the order of
-  `minicompress.checkpoint.pack_nibbles` (which stores signed codes, q + 8) and of the
-  GGUF/llama.cpp Q4 blocks' nibble order within a pair;
+  `minicompress.checkpoint.pack_nibbles` (which stores signed codes, q + 8). Formats
+  differ here: llama.cpp's ``Q4_0`` pairs q[j] with q[j + 16] inside a block of 32;
 - ``smoothquant_scales(x, w, alpha) -> s``: SmoothQuant's per-input-channel scales
   ``s_j = max|X_j|^α / max|W_j|^(1−α)``, X (N, in) activations, W (out, in) (Xiao et al.
   2023);
@@ -636,8 +636,8 @@ def check_pack_int4(fn: Callable[[Tensor], Tensor], seed: int = 0) -> None:
              "the LOW nibble (bits 0–3), the odd one q[2j+1] in the HIGH nibble (bits 4–7): "
              "byte j = q[2j] | q[2j+1] << 4"),
             (first | (second << 4), "pairs q[j] with q[j + in/2] (the first half with the "
-             "second): the two codes of a byte are neighbours, q[2j] (low nibble) and q[2j+1] "
-             "(high nibble)"),
+             "second, as llama.cpp's Q4_0 does inside each block of 32): in this lab the two "
+             "codes of a byte are neighbours, q[2j] (low nibble) and q[2j+1] (high nibble)"),
             (second | (first << 4), "pairs q[j + in/2] with q[j] (the halves, swapped): the two "
              "codes of a byte are neighbours, q[2j] (low nibble) and q[2j+1] (high nibble)"),
             (lo, "loses the high nibble (a shift by 8 or more overflows the byte): byte j = q[2j] "
