@@ -129,7 +129,7 @@ def output_error(w: Tensor, w_hat: Tensor, x: Tensor) -> float:
         raise ValueError(f"w_hat has shape {tuple(w_hat.shape)}, w {tuple(w.shape)}")
     if x.dim() != 2 or x.shape[1] != w.shape[1]:
         raise ValueError(f"x must be (N, {w.shape[1]}), got shape {tuple(x.shape)}")
-    delta = (w_hat.double() - w.double()) @ x.double().T
+    delta = (w_hat.detach().double() - w.detach().double()) @ x.detach().double().T
     return float((delta**2).sum() / len(x))
 
 
