@@ -22,7 +22,26 @@ from torch import Tensor, nn
 from minicompress import _validate as check
 from minicompress.lm import BitsPerChar, window_bits
 
-__all__ = ["Recovery", "bits_deltas", "damage_recovered"]
+__all__ = ["Recovery", "bits_deltas", "damage_recovered", "paired", "recovered"]
+
+
+def _bits(values: object, name: str) -> Tensor:
+    values = check.float_tensor(values, name)
+    if values.dim() != 1:
+        raise ValueError(f"{name} must be 1-D bits/char per window (lm.window_bits), got "
+                         f"shape {tuple(values.shape)}")  # fmt: skip
+    return values
+
+
+def paired(bits_a: Tensor, bits_b: Tensor) -> BitsPerChar:
+    """Mean of a − b over windows, with the standard error of the differences, from the
+    per-window bits/char of two models on the same windows (`minicompress.lm.window_bits`)
+    (chapter "Quantizing a small language model", § "GPTQ"); what
+    `minicompress.lm.compare_bits` computes, without scoring the models again."""
+    bits_a, bits_b = _bits(bits_a, "bits_a"), _bits(bits_b, "bits_b")
+    if bits_a.shape != bits_b.shape:
+        raise ValueError(f"bits_a has {len(bits_a)} windows, bits_b {len(bits_b)}")
+    return _summary(bits_a - bits_b)
 
 
 def _summary(values: Tensor) -> BitsPerChar:
@@ -60,17 +79,27 @@ class Recovery:
     recovered: float
 
 
+def recovered(float_bits: Tensor, rounded_bits: Tensor, method_bits: Tensor) -> Recovery:
+    """recovered = 1 − Δ_method / Δ_rounding, Δ = bits/char − float's bits/char, from the
+    per-window bits/char of the three models on the same windows (`lm.window_bits`)
+    (chapter "Quantizing a small language model", § "GPTQ")."""
+    rounding = paired(rounded_bits, float_bits)
+    method = paired(method_bits, float_bits)
+    if not rounding.mean > 0:
+        raise ValueError(f"rounding costs {rounding.mean:+.4f} bits/char: there is no damage "
+                         "to recover")  # fmt: skip
+    gain = paired(rounded_bits, method_bits)
+    return Recovery(rounding, method, gain, 1.0 - method.mean / rounding.mean)
+
+
 def damage_recovered(
     float_model: nn.Module, rounded: nn.Module, method: nn.Module, tokens: Tensor,
     max_windows: int | None = None,
 ) -> Recovery:  # fmt: skip
-    """recovered = 1 − Δ_method / Δ_rounding, with Δ = bits/char − float's bits/char on the
-    same windows of ``tokens`` (chapter "Quantizing a small language model", § "GPTQ")."""
-    base = window_bits(check.module(float_model, "float_model"), tokens, max_windows=max_windows)
-    r = window_bits(check.module(rounded, "rounded"), tokens, max_windows=max_windows) - base
-    m = window_bits(check.module(method, "method"), tokens, max_windows=max_windows) - base
-    rounding, ours = _summary(r), _summary(m)
-    if not rounding.mean > 0:
-        raise ValueError(f"rounding costs {rounding.mean:+.4f} bits/char: there is no damage "
-                         "to recover")  # fmt: skip
-    return Recovery(rounding, ours, _summary(r - m), 1.0 - ours.mean / rounding.mean)
+    """`recovered` for three models scored on the windows of ``tokens`` (chapter
+    "Quantizing a small language model", § "GPTQ")."""
+    scores = [
+        window_bits(check.module(m, name), tokens, max_windows=max_windows)
+        for m, name in ((float_model, "float_model"), (rounded, "rounded"), (method, "method"))
+    ]
+    return recovered(*scores)

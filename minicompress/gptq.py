@@ -41,6 +41,7 @@ __all__ = [
     "gptq_model",
     "gptq_quantize",
     "gptq_quantize_reference",
+    "grid_search",
     "minmax_quantizer",
     "obs_remove",
     "obs_update",
@@ -131,6 +132,32 @@ def output_error(w: Tensor, w_hat: Tensor, x: Tensor) -> float:
         raise ValueError(f"x must be (N, {w.shape[1]}), got shape {tuple(x.shape)}")
     delta = (w_hat.detach().double() - w.detach().double()) @ x.detach().double().T
     return float((delta**2).sum() / len(x))
+
+
+def grid_search(w: Tensor, x: Tensor, bits: int) -> tuple[Tensor, Tensor]:
+    """The exact optimum of ‖XWᵀ − XŴᵀ‖²/N over every Ŵ whose row r lies on row r's b-bit
+    min–max grid (the grid `round_to_nearest` with ``group_size=None`` uses), by trying all
+    (2^b)^in candidates of each row (chapter "Quantizing a small language model", § "GPTQ").
+
+    Returns (Ŵ_best, errors): errors (rows, (2^b)^in) is the objective of every candidate,
+    row by row, candidates in `itertools.product` order. Refused beyond 10^6 candidates."""
+    w = _check_matrix(w)
+    check.bits(bits, 2, MAX_BITS)
+    x = check.float_tensor(x, "x")
+    if x.dim() != 2 or x.shape[1] != w.shape[1]:
+        raise ValueError(f"x must be (N, {w.shape[1]}), got shape {tuple(x.shape)}")
+    levels, columns = 2**bits, w.shape[1]
+    if levels**columns > 10**6:
+        raise ValueError(f"{levels}^{columns} candidates per row is too many for a search")
+    codes = torch.cartesian_prod(*[torch.arange(levels)] * columns).view(-1, columns)
+    qp = calc_qparams(w.detach().float(), bits, symmetric=False, axis=0)
+    grid = dequantize(torch.arange(levels).repeat(len(w), 1), qp).double()  # (rows, levels)
+    x = x.detach().double()
+    errors = torch.stack([
+        ((x @ (grid[r][codes] - w[r].detach().double()).T) ** 2).mean(0) for r in range(len(w))
+    ])  # fmt: skip
+    best = torch.stack([grid[r][codes[int(errors[r].argmin())]] for r in range(len(w))])
+    return best.to(w.dtype), errors
 
 
 def obs_update(

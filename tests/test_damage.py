@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from minicompress import lm
-from minicompress.damage import bits_deltas, damage_recovered
+from minicompress.damage import bits_deltas, damage_recovered, paired
 from minicompress.models import TinyGPT
 
 
@@ -49,3 +49,10 @@ def test_bad_input():
         damage_recovered(base, base, worse, tokens)
     with pytest.raises(TypeError, match="models must be a mapping"):
         bits_deltas(base, [worse], tokens)
+
+
+def test_paired_refuses_mismatched_windows():
+    with pytest.raises(ValueError, match="bits_a has 3 windows, bits_b 2"):
+        paired(torch.ones(3, dtype=torch.float64), torch.ones(2, dtype=torch.float64))
+    with pytest.raises(ValueError, match="1-D"):
+        paired(torch.ones(3, 1), torch.ones(3, 1))

@@ -3,8 +3,6 @@ explicit inverse, GPTQ beats rounding and lands near the exhaustive optimum, cle
 
 from __future__ import annotations
 
-import itertools
-
 import pytest
 import torch
 
@@ -14,6 +12,7 @@ from minicompress.gptq import (
     gptq_model,
     gptq_quantize,
     gptq_quantize_reference,
+    grid_search,
     minmax_quantizer,
     obs_remove,
     obs_update,
@@ -89,29 +88,32 @@ def test_cholesky_form_equals_the_explicit_inverse_loop(group_size, block):
     torch.testing.assert_close(fast, slow)
 
 
+def test_grid_search_finds_the_optimum():
+    x, w = correlated_inputs(30, 3, seed=5), weights(2, 3, seed=6)
+    best, errors = grid_search(w, x, 2)
+    assert errors.shape == (2, 4**3)
+    for r in range(2):
+        assert output_error(w[r : r + 1], best[r : r + 1], x) == pytest.approx(
+            float(errors[r].min())
+        )
+    rtn = round_to_nearest(w, 2, None)
+    assert output_error(w, best, x) <= output_error(w, rtn, x)
+
+
 def test_gptq_beats_rounding_and_is_near_the_exhaustive_optimum():
-    # a 3x4 layer, 3-bit, one grid per row fixed from the float weights (so every candidate
-    # lies on the same 8-level grid); all 8^4 = 4096 candidates of each row are scored
+    # a 3x4 layer, 3-bit, one group per row: GPTQ picks the row's grid at column 0 from the
+    # float weights, the same 8 levels round-to-nearest and the exhaustive search use
     x, w = correlated_inputs(40, 4, seed=3), weights(3, 4, seed=4)
-    qps = [calc_qparams(w[r], 3) for r in range(3)]
-
-    def fixed_grid(group):  # ignores the group: the row grids chosen from the float weights
-        return lambda column: torch.stack(
-            [dequantize(quantize(column[r : r + 1], qps[r]), qps[r])[0] for r in range(3)]
-        ).to(column.dtype)
-
-    gptq = gptq_quantize(w, hessian(x), group_size=None, damp=0.0, quantizer=fixed_grid)
+    gptq = gptq_quantize(w, hessian(x), 3, group_size=None, damp=0.0)
     rtn = round_to_nearest(w, 3, group_size=None)
+    best, errors = grid_search(w, x, 3)  # all 8^4 = 4096 candidates of each row
     for r in range(3):
-        levels = dequantize(torch.arange(8, dtype=torch.uint8), qps[r]).double()
-        grid = torch.tensor(list(itertools.product(range(8), repeat=4)))
-        candidates = levels[grid]  # (4096, 4)
-        errors = ((x @ (candidates - w[r]).T) ** 2).mean(0)  # (4096,)
-        mine = output_error(w[r : r + 1], gptq[r : r + 1], x)
-        assert mine <= output_error(w[r : r + 1], rtn[r : r + 1], x) + 1e-12
+        row = slice(r, r + 1)
+        mine = output_error(w[row], gptq[row], x)
+        assert mine <= output_error(w[row], rtn[row], x) + 1e-12
         # GPTQ is greedy: not always the optimum, but among the best 1 % of the grid
-        assert float((errors < mine - 1e-12).double().mean()) <= 0.01
-        assert mine <= 2.0 * float(errors.min())
+        assert float((errors[r] < mine - 1e-12).double().mean()) <= 0.01
+        assert mine <= 2.0 * float(errors[r].min())
 
 
 def test_gptq_error_below_rounding_on_a_wider_layer():
@@ -167,5 +169,7 @@ def test_bad_input_is_refused_with_clear_errors():
         gptq_quantize(w.long(), h, 3, None)
     with pytest.raises(ValueError, match="no longer free"):
         obs_update(w, obs_remove(torch.linalg.inv(h), 0), 0, 0.0)
+    with pytest.raises(ValueError, match="too many"):
+        grid_search(weights(1, 8), correlated_inputs(10, 8), 3)
     with pytest.raises(TypeError, match="quantizer must be callable"):
         gptq_quantize(w, h, 3, None, quantizer=3)
