@@ -23,8 +23,8 @@ import torch
 from torch import Tensor, nn
 
 from minicompress import _validate as check
-from minicompress.calibration import block_linears, layer_inputs
-from minicompress.gptq import MAX_BITS, output_error, round_to_nearest
+from minicompress.calibration import block_linears, hessian, layer_inputs
+from minicompress.gptq import MAX_BITS, round_to_nearest
 
 __all__ = ["ALPHAS", "AWQSearch", "awq_model", "awq_scales", "awq_search", "awq_weight"]
 
@@ -79,11 +79,13 @@ def awq_search(
     alphas = tuple(check.number(a, "alphas[i]", 0.0, 1.0) for a in alphas)
     if not alphas:
         raise ValueError("alphas is empty")
+    h = hessian(x)  # ‖XΔWᵀ‖²/N = tr(ΔW H ΔWᵀ)/2: one (in × in) product instead of N rows
     best, errors = None, []
     for alpha in alphas:
         scale = awq_scales(x, alpha)
         candidate = awq_weight(w.detach(), scale, bits, group_size)
-        errors.append(output_error(w, candidate, x))
+        delta = candidate.detach().double() - w.detach().double()
+        errors.append(float(((delta @ h) * delta).sum()) / 2)
         if best is None or errors[-1] < best[0]:
             best = (errors[-1], alpha, scale, candidate)
     return AWQSearch(best[1], best[2], best[3], alphas, tuple(errors))
