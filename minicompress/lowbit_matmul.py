@@ -373,7 +373,8 @@ class Int8Linear(nn.Module):
     """y = x Ŵᵀ + b with Ŵ = S_row · q, q int8 in [−127, 127], one symmetric scale per output
     row (`calc_qparams(weight, 8, symmetric=True, axis=0)`), computed by
     ``torch._weight_int8pack_mm`` with activations in ``dtype`` (bfloat16 by default, the
-    vectorized path on x86). ``weight_bytes`` = codes + one scale per row
+    vectorized path on x86); ``in_features`` must be a multiple of 16. ``weight_bytes`` =
+    codes + one scale per row
     (chapter "Quantizing a small language model", § "Where the bytes are").
     """
 
@@ -384,6 +385,12 @@ class Int8Linear(nn.Module):
         weight = _weight(weight)
         self.dtype = _activation_dtype(dtype)
         self.out_features, self.in_features = weight.shape
+        if self.in_features % 16:
+            # PyTorch 2.14's AVX-512 kernel with bfloat16 activations reads past the end of a
+            # row whose length is not a multiple of 16 and returns garbage (seen: errors of
+            # 40 % to inf for in_features 8, 24, 40, 72); refuse rather than be wrong
+            raise ValueError(f"in_features ({self.in_features}) must be a multiple of 16 "
+                             "for PyTorch's int8 weight-only kernel")  # fmt: skip
         qp = calc_qparams(weight, bits=8, symmetric=True, axis=0)
         self.register_buffer("codes", quantize(weight, qp).to(torch.int8))
         self.register_buffer("scales", qp.scale.to(dtype))
