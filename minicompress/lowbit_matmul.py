@@ -619,17 +619,17 @@ def matvec_speedup(
     if threads is not None:
         check.integer(threads, "threads", 1)
     layers = max(1, math.ceil(stack_bytes / layer_bytes))
-    generator = torch.Generator().manual_seed(seed)
-    weights = [torch.randn(out_features, in_features, generator=generator) / in_features**0.5
-               for _ in range(layers)]  # fmt: skip
-    x = torch.randn(batch, in_features, generator=generator)
-    stacks = {"float32": weights} | {f: _stack(f, weights, dtype) for f in formats}
     previous = torch.get_num_threads()
     medians, q1s, q3s, counts, nbytes = {}, {}, {}, {}, {}
     try:
-        if threads is not None:
+        if threads is not None:  # also while building: packing is threaded too
             torch.set_num_threads(threads)
         used = torch.get_num_threads()
+        generator = torch.Generator().manual_seed(seed)
+        weights = [torch.randn(out_features, in_features, generator=generator)
+                   / in_features**0.5 for _ in range(layers)]  # fmt: skip
+        x = torch.randn(batch, in_features, generator=generator)
+        stacks = {"float32": weights} | {f: _stack(f, weights, dtype) for f in formats}
         runs = {}
         for fmt, stack in stacks.items():
             if fmt in ("float32", "bfloat16"):
