@@ -20,7 +20,6 @@ and Patterson 2009) says it in one line: time ≈ max(bytes / bandwidth, FLOPs /
 from __future__ import annotations
 
 import math
-import os
 import platform
 import statistics
 import subprocess
@@ -682,7 +681,8 @@ def kernel_benchmark(features: int = 1024, *, threads: int | None = 1) -> dict:
     ``in_cache_speedup_bs1``: the same for one layer of at most a quarter of that cache;
     ``roofline_int4_bs1``: the memory-bound prediction, float32 bytes / int4 bytes
     (32 / 5 = 6.4, scales and zeros included); ``working_set_bytes``, ``llc_bytes``,
-    ``threads``
+    ``threads``, and ``cpu_capability``, the kernels PyTorch runs ("AVX512", "AVX2",
+    "DEFAULT" under ``ATEN_CPU_CAPABILITY=default``: there int4 is slower than float32)
     (chapter "Quantizing a small language model", § "Where the bytes are").
     """
     features = check.integer(features, "features", 32)
@@ -705,5 +705,5 @@ def kernel_benchmark(features: int = 1024, *, threads: int | None = 1) -> dict:
         "working_set_bytes": beyond.working_set_bytes,
         "llc_bytes": llc,
         "threads": beyond.threads,
-        "aten_cpu_capability": os.environ.get("ATEN_CPU_CAPABILITY", "") or "auto",
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
     }
