@@ -19,6 +19,7 @@ and Patterson 2009) says it in one line: time ≈ max(bytes / bandwidth, FLOPs /
 
 from __future__ import annotations
 
+import copy
 import math
 import platform
 import statistics
@@ -530,14 +531,21 @@ class MatvecTiming:
 _FORMATS = ("bfloat16", "int8", "int4")
 
 
-def _stack(fmt: str, weights: Sequence[Tensor], dtype: torch.dtype) -> list[nn.Module | Tensor]:
+def _stack(fmt: str, weight: Tensor, layers: int, dtype: torch.dtype) -> list[nn.Module | Tensor]:
+    """``layers`` copies of ``weight`` in format ``fmt``, each in its own memory: converted
+    once and cloned (a copy costs a memcpy, a conversion far more), since the values do not
+    change the time and only the distinct addresses matter for the caches."""
     if fmt == "float32":
-        return list(weights)
-    if fmt == "bfloat16":
-        return [w.to(torch.bfloat16) for w in weights]
-    if fmt == "int8":
-        return [Int8Linear(w, dtype=dtype) for w in weights]
-    return [Int4Linear(w, dtype=dtype) for w in weights]
+        one: nn.Module | Tensor = weight
+    elif fmt == "bfloat16":
+        one = weight.to(torch.bfloat16)
+    elif fmt == "int8":
+        one = Int8Linear(weight, dtype=dtype)
+    else:
+        one = Int4Linear(weight, dtype=dtype)
+    if isinstance(one, Tensor):
+        return [one] + [one.clone() for _ in range(layers - 1)]
+    return [one] + [copy.deepcopy(one) for _ in range(layers - 1)]
 
 
 def _pass(stack: Sequence[nn.Module | Tensor], x: Tensor) -> Callable[[], None]:
@@ -588,11 +596,12 @@ def matvec_speedup(
     """Time x Wᵀ for float32 W and for the same W in each of ``formats`` ("bfloat16", "int8",
     "int4"), x of shape (batch, in_features).
 
-    The layers are a stack of distinct random (out, in) weights whose float32 bytes reach
-    ``stack_bytes`` (one layer if None); one pass multiplies x by every layer of the stack in
-    turn, so a stack larger than the last-level cache comes from memory on every pass, as
-    a real model's weights do when it generates a token. Each low-bit format's stack holds
-    the same layers, so its working set is its own, smaller, byte count. The formats take
+    The layers are a stack of copies of one random (out, in) weight, each in its own memory,
+    whose float32 bytes reach ``stack_bytes`` (one layer if None); one pass multiplies x by
+    every layer of the stack in turn, so a stack larger than the last-level cache comes from
+    memory on every pass, as a real model's weights do when it generates a token. Each
+    low-bit format's stack holds the same layers, so its working set is its own, smaller,
+    byte count. The formats take
     turns, pass by pass: in each of ``repeats`` rounds (fewer, at least three, once
     ``max_seconds`` are spent) each gets ``warmup`` untimed passes and one timed pass; the
     median and quartiles of its timed passes, divided by the number of layers, are its time,
@@ -625,10 +634,10 @@ def matvec_speedup(
             torch.set_num_threads(threads)
         used = torch.get_num_threads()
         generator = torch.Generator().manual_seed(seed)
-        weights = [torch.randn(out_features, in_features, generator=generator)
-                   / in_features**0.5 for _ in range(layers)]  # fmt: skip
+        weight = torch.randn(out_features, in_features, generator=generator)
         x = torch.randn(batch, in_features, generator=generator)
-        stacks = {"float32": weights} | {f: _stack(f, weights, dtype) for f in formats}
+        stacks = {f: _stack(f, weight / in_features**0.5, layers, dtype)
+                  for f in ("float32", *formats)}  # fmt: skip
         runs = {}
         for fmt, stack in stacks.items():
             if fmt in ("float32", "bfloat16"):
