@@ -688,6 +688,10 @@ def kernel_benchmark(features: int = 1024, *, threads: int | None = 1) -> dict:
     of a (features × features) matrix–vector product at batch 1 with float32 weights of
     2 × the last-level cache, capped at 1 GiB (256 MiB if the cache size is unknown);
     ``in_cache_speedup_bs1``: the same for one layer of at most a quarter of that cache;
+    ``both_beyond_speedup_bs1``: the same with float32 weights of 2 · 6.4 × the cache (capped
+    at 1 GiB), so that the int4 copy too is twice the cache (at 2 × the cache only float32
+    comes from memory: the int4 copy, 6.4 times smaller, still fits);
+    ``both_beyond_working_set_bytes``: that stack's float32 bytes;
     ``roofline_int4_bs1``: the memory-bound prediction, float32 bytes / int4 bytes
     (32 / 5 = 6.4, scales and zeros included); ``working_set_bytes``, ``llc_bytes``,
     ``threads``, and ``cpu_capability``, the kernels PyTorch runs ("AVX512", "AVX2",
@@ -706,12 +710,17 @@ def kernel_benchmark(features: int = 1024, *, threads: int | None = 1) -> dict:
         small //= 2
     inside = matvec_speedup(small, small, 1, formats=("int4",), threads=threads,
                             repeats=200, max_seconds=1.0)  # fmt: skip
+    both_target = min(int(2 * 6.4 * llc), _MAX_STACK_BYTES) if llc else 256 * 2**20
+    both = matvec_speedup(features, features, 1, stack_bytes=both_target, formats=("int4",),
+                          threads=threads)  # fmt: skip
     int4_bits = 8 * beyond.weight_bytes["int4"] / (features * features)
     return {
         "int4_matvec_speedup_bs1": round(beyond.speedup("int4"), 2),
         "in_cache_speedup_bs1": round(inside.speedup("int4"), 2),
+        "both_beyond_speedup_bs1": round(both.speedup("int4"), 2),
         "roofline_int4_bs1": round(roofline_speedup(int4_bits), 2),
         "working_set_bytes": beyond.working_set_bytes,
+        "both_beyond_working_set_bytes": both.working_set_bytes,
         "llc_bytes": llc,
         "threads": beyond.threads,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),

@@ -256,3 +256,17 @@ def test_matvec_sweep_doubles_the_stack_up_to_the_target():
     sweep = lb.matvec_sweep(32, 32, 5 * 4 * 32 * 32, formats=("int4",), repeats=1, warmup=0)
     assert [t.layers for t in sweep] == [1, 2, 4, 5]
     assert math.isclose(sweep[-1].working_set_bytes, 5 * 4096)
+
+
+@needs_int4
+def test_kernel_benchmark_reports_its_figures(monkeypatch):
+    monkeypatch.setattr(lb, "last_level_cache_bytes", lambda: 2**16)  # a 64 KiB "cache"
+    result = lb.kernel_benchmark(64)
+    assert result["llc_bytes"] == 2**16
+    assert result["working_set_bytes"] >= 2 * 2**16
+    assert result["both_beyond_working_set_bytes"] >= 2 * 6.4 * 2**16
+    assert result["roofline_int4_bs1"] == 6.4
+    assert result["int4_matvec_speedup_bs1"] > 0 and result["in_cache_speedup_bs1"] > 0
+    assert result["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    with pytest.raises(ValueError, match="multiple of 32"):
+        lb.kernel_benchmark(48)
