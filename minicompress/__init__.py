@@ -3,7 +3,7 @@
 One module per idea, each implementing what one chapter derives:
 
 - `minicompress.data`: Fashion-MNIST as whole tensors, offline;
-- `minicompress.models`: LeNet-300-100, LeNet-5, MLP;
+- `minicompress.models`: LeNet-300-100, LeNet-5, MLP, TinyGPT;
 - `minicompress.train`: one seeded training loop and evaluation;
 - `minicompress.measure`: parameters, bits, bytes, MACs, latency, `Report`;
 - `minicompress.zoo`: the trained baselines every chapter starts from;
@@ -11,6 +11,11 @@ One module per idea, each implementing what one chapter derives:
   `distillation`, `lowrank`, `architecture`, `transfer`: one module per technique, each
   implementing what its chapter derives;
 - `minicompress.backends`: the int8 runtimes the quantization chapter measures;
+- `minicompress.checkpoint`, `fsdp`, `deploy`: files, shards and runtimes (chapter 8);
+- `minicompress.text`, `lm`: the shipped text corpus, training and scoring a language model
+  in bits per character;
+- `minicompress.groupwise`, `formats`, `kvcache`, `calibration`, `gptq`, `awq`, `smoothquant`,
+  `outliers`, `damage`, `lowbit_matmul`: quantizing a small language model (chapter 9);
 - `minicompress.labs`: the checkers behind the classroom labs;
 - `minicompress.plotting`: the book's figure style (`book_style()`).
 
@@ -22,20 +27,35 @@ import importlib
 
 __all__ = [
     "architecture",
+    "awq",
     "backends",
     "binarization",
+    "calibration",
+    "checkpoint",
     "coding",
+    "damage",
     "data",
+    "deploy",
     "distillation",
+    "formats",
+    "fsdp",
+    "gptq",
+    "groupwise",
+    "kvcache",
     "labs",
+    "lm",
+    "lowbit_matmul",
     "lowrank",
     "measure",
     "models",
+    "outliers",
     "plotting",
     "pruning",
     "quantization",
     "sharing",
+    "smoothquant",
     "storage",
+    "text",
     "train",
     "transfer",
     "zoo",

@@ -2,7 +2,7 @@
 
 Quality is measured in **bits per character**: the average of −log₂ p(next character) over
 a text the model was not trained on. A model that knew nothing would pay log₂ 96 ≈ 6.58
-bits per character on our 96-symbol alphabet; the shipped `TinyGPT` pays about 2.3.
+bits per character on our 96-symbol alphabet; the shipped `TinyGPT` pays about 2.1.
 The validation text is cut into windows of the model's context length; each window's mean
 is one observation, so the standard error is their standard deviation over √(windows), and
 two models are compared *paired*, window by window, as classifiers are compared image by

@@ -85,3 +85,17 @@ def test_build_is_seeded():
 def test_shipped_files_are_small():
     sizes = {p.name: p.stat().st_size for p in zoo.WEIGHTS.glob("*.pt")}
     assert sizes and all(size < 2_000_000 for size in sizes.values()), sizes
+
+
+def test_train_writes_weights_and_a_record_that_loads(tmp_path, monkeypatch):
+    import dataclasses
+
+    tiny = dataclasses.replace(zoo.RECIPES["tinygpt"], config=lm.LMConfig(steps=3, warmup=1))
+    monkeypatch.setitem(zoo.RECIPES, "tinygpt", tiny)
+    record = zoo.train("tinygpt", tmp_path, progress=False)
+    assert record["recipe"]["steps"] == 3
+    assert record["sha256"] == zoo._sha256(tmp_path / "tinygpt.pt")
+    assert 5.0 < record["validation_bits_per_char"] < 7.0  # 3 steps: near log2(96) = 6.58
+    model = zoo.pretrained("tinygpt", weights_dir=tmp_path)
+    assert json.loads((tmp_path / "tinygpt.json").read_text()) == record
+    assert not model.training

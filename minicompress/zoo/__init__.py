@@ -121,26 +121,15 @@ def pretrained(name: str, weights_dir: Path = WEIGHTS) -> nn.Module:
     return model.eval()
 
 
-def _train_language_model(name: str, weights_dir: Path, progress: bool) -> dict:
+def _record(name: str, model: nn.Module, path: Path, seconds: float, results: dict) -> dict:
+    """Write ``NAME.json`` next to the saved weights ``path``: recipe, results, hash, machine."""
     recipe = _recipe(name)
-    model = build(name)
-    start = time.perf_counter()
-    losses = train_lm(model, text.split("train"), recipe.config, progress=progress)
-    seconds = time.perf_counter() - start
-    path = weights_dir / f"{name}.pt"
-    torch.save(model.state_dict(), path)
-    score = bits_per_char(model, text.split("validation"))
     record = {
         "name": name,
         "description": recipe.description,
         "model": type(model).__name__,
         "parameters": count_parameters(model),
-        "data": "minicompress.text corpus: train split; bits/char on the validation split",
-        "corpus_sha256": text.CORPUS_SHA256,
-        "recipe": recipe.config.to_dict(),
-        "final_train_loss": round(sum(losses[-50:]) / len(losses[-50:]), 6) if losses else None,
-        "validation_bits_per_char": round(score.mean, 6),
-        "validation_standard_error": round(score.standard_error, 6),
+        **results,
         "sha256": _sha256(path),
         "torch": torch.__version__,
         "machine": machine(),
@@ -148,6 +137,47 @@ def _train_language_model(name: str, weights_dir: Path, progress: bool) -> dict:
     }
     path.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
     return record
+
+
+# A trainer trains the model in place and returns how to score it (run after the timing).
+Trainer = Callable[[str, nn.Module, bool], Callable[[], dict]]
+
+
+def _train_image_model(name: str, model: nn.Module, progress: bool) -> Callable[[], dict]:
+    config = _recipe(name).config
+    losses = fit(model, *fashion_mnist("train"), config, progress=progress)
+    test_x, test_y = fashion_mnist("test")
+
+    def results() -> dict:
+        accuracy = evaluate(model, test_x, test_y)
+        return {
+            "data": "Fashion-MNIST train (60000), no augmentation; accuracy on test (10000)",
+            "recipe": config.to_dict(),
+            "final_train_loss": round(losses[-1], 6) if losses else None,
+            "test_accuracy": accuracy,
+            "test_correct": round(accuracy * len(test_y)),
+        }
+
+    return results
+
+
+def _train_language_model(name: str, model: nn.Module, progress: bool) -> Callable[[], dict]:
+    config = _recipe(name).config
+    losses = train_lm(model, text.split("train"), config, progress=progress)
+
+    def results() -> dict:
+        score = bits_per_char(model, text.split("validation"))
+        last = losses[-50:]
+        return {
+            "data": "minicompress.text corpus: train split; bits/char on the validation split",
+            "corpus_sha256": text.CORPUS_SHA256,
+            "recipe": config.to_dict(),
+            "final_train_loss": round(sum(last) / len(last), 6) if last else None,
+            "validation_bits_per_char": round(score.mean, 6),
+            "validation_standard_error": round(score.standard_error, 6),
+        }
+
+    return results
 
 
 def train(name: str, weights_dir: Path = WEIGHTS, progress: bool = True) -> dict:
@@ -158,31 +188,11 @@ def train(name: str, weights_dir: Path = WEIGHTS, progress: bool = True) -> dict
     recipe = _recipe(name)
     weights_dir = Path(weights_dir)
     weights_dir.mkdir(parents=True, exist_ok=True)
-    if recipe.is_language_model:
-        return _train_language_model(name, weights_dir, progress)
     model = build(name)
-    train_x, train_y = fashion_mnist("train")
-    test_x, test_y = fashion_mnist("test")
+    trainer: Trainer = _train_language_model if recipe.is_language_model else _train_image_model
     start = time.perf_counter()
-    losses = fit(model, train_x, train_y, recipe.config, progress=progress)
+    results = trainer(name, model, progress)
     seconds = time.perf_counter() - start
     path = weights_dir / f"{name}.pt"
     torch.save(model.state_dict(), path)
-    accuracy = evaluate(model, test_x, test_y)
-    record = {
-        "name": name,
-        "description": recipe.description,
-        "model": type(model).__name__,
-        "parameters": count_parameters(model),
-        "data": "Fashion-MNIST train (60000), no augmentation; accuracy on test (10000)",
-        "recipe": recipe.config.to_dict(),
-        "final_train_loss": round(losses[-1], 6) if losses else None,
-        "test_accuracy": accuracy,
-        "test_correct": round(accuracy * len(test_y)),
-        "sha256": _sha256(path),
-        "torch": torch.__version__,
-        "machine": machine(),
-        "train_seconds": round(seconds, 1),
-    }
-    path.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
-    return record
+    return _record(name, model, path, seconds, results())
