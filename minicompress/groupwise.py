@@ -175,6 +175,8 @@ def pack_groups(gq: GroupQuantized) -> dict[str, Tensor]:
     """
     if not isinstance(gq, GroupQuantized):
         raise TypeError(f"gq must be a GroupQuantized, got {type(gq).__name__}")
+    if gq.bits > 8:
+        raise ValueError(f"pack_groups packs codes of at most 8 bits, got bits = {gq.bits}")
     offset = -integer_range(gq.bits, signed=gq.symmetric)[0]  # 2^(b−1) if signed, else 0
     packed = {
         "codes": _pack_bits(gq.q.to(torch.int64) + offset, gq.bits),
@@ -245,10 +247,10 @@ def quantize_model_weights(
     check.module(model)
     if not callable(quantizer):
         raise TypeError(f"quantizer must be callable, got {type(quantizer).__name__}")
-    linears = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear)}
-    names = block_linear_names(model) if include is None else list(include)
     if isinstance(include, str):
         raise TypeError("include must be an iterable of module names, not one str")
+    linears = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear)}
+    names = block_linear_names(model) if include is None else list(include)
     unknown = [n for n in names if n not in linears]
     if unknown:
         raise ValueError(f"include names modules that are not nn.Linear in the model: {unknown}")

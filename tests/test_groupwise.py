@@ -137,6 +137,8 @@ def test_bad_input_is_refused_with_clear_errors():
         quantize_groups(w, 1, 16, symmetric=True)
     with pytest.raises(TypeError, match="GroupQuantized"):
         dequantize_groups(w)
+    with pytest.raises(ValueError, match="at most 8 bits"):
+        pack_groups(quantize_groups(w, 12, 16))
     model = TinyGPT(d=32, layers=1)
     with pytest.raises(ValueError, match="not nn.Linear"):
         quantize_model_weights(model, lambda w: w, include=["tok_emb"])
@@ -144,4 +146,6 @@ def test_bad_input_is_refused_with_clear_errors():
         quantize_model_weights(model, lambda w: w[:1])
     with pytest.raises(TypeError, match="callable"):
         quantize_model_weights(model, 4)
+    with pytest.raises(TypeError, match="not one str"):
+        quantize_model_weights(model, lambda w: w, include="head")
     assert isinstance(quantize_groups(w, 4, 16), GroupQuantized)
