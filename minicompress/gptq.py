@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from minicompress import _validate as check
 from minicompress.calibration import block_linears, hessian, layer_inputs
+from minicompress.groupwise import fake_quantize_groups
 from minicompress.quantization import calc_qparams, dequantize, quantize
 
 __all__ = [
@@ -113,10 +114,7 @@ def round_to_nearest(w: Tensor, bits: int, group_size: int | None = 32) -> Tenso
     w = _check_matrix(w)
     check.bits(bits, 2, MAX_BITS)
     g = _check_group(group_size, w.shape[1])
-    rows, columns = w.shape
-    groups = w.detach().float().reshape(rows * columns // g, g)
-    qp = calc_qparams(groups, bits, symmetric=False, axis=0)
-    return dequantize(quantize(groups, qp), qp).reshape(rows, columns).to(w.dtype)
+    return fake_quantize_groups(w.detach(), bits, g)  # the one group quantizer of the course
 
 
 def output_error(w: Tensor, w_hat: Tensor, x: Tensor) -> float:

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from minicompress import _validate as check
+from minicompress.calibration import block_linears
 from minicompress.checkpoint import pack_nibbles, unpack_nibbles
 from minicompress.quantization import calc_qparams, integer_range, quantize
 
@@ -221,12 +222,11 @@ def packed_bytes(packed: Mapping[str, Tensor]) -> int:
 
 def block_linear_names(model: nn.Module) -> list[str]:
     """Qualified names of the nn.Linear modules inside ``model.blocks`` (a TinyGPT's 4 per
-    block: attn.qkv, attn.proj, mlp.fc, mlp.proj), in model order.
+    block: attn.qkv, attn.proj, mlp.fc, mlp.proj), in model order: the keys of
+    `minicompress.calibration.block_linears`.
     (chapter "Quantizing a small language model", § "Quantizing in groups")
     """
-    check.module(model)
-    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-    return [n for n in names if n.startswith("blocks.")]
+    return list(block_linears(model))
 
 
 def quantize_model_weights(
