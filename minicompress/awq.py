@@ -2,7 +2,7 @@
 
 Chapter "Quantizing a small language model", § "Outliers: AWQ and SmoothQuant": rounding
 error in weight column j is multiplied by activation channel j, so protect the columns of
-large activations. With s_j = mean_n |X_nj|^α (normalised so that max(s)·min(s) = 1, as
+large activations. With ``s_j = mean_n |X_nj|^α`` (normalised so that max(s)·min(s) = 1, as
 in the authors' code), AWQ (Lin et al. 2024) quantizes
 
     W' = Q(W diag(s)) · diag(s)⁻¹,
@@ -29,11 +29,11 @@ from minicompress.gptq import MAX_BITS, round_to_nearest
 __all__ = ["ALPHAS", "AWQSearch", "awq_model", "awq_scales", "awq_search", "awq_weight"]
 
 ALPHAS: tuple[float, ...] = tuple(i / 20 for i in range(21))
-"""The exponents searched: 0, 0.05, …, 1 (α = 0 is plain rounding)."""
+"""The exponents searched, 0, 0.05, …, 1 (α = 0 is plain rounding)."""
 
 
 def awq_scales(x: Tensor, alpha: float) -> Tensor:
-    """s_j = mean_n |X_nj|^α, divided by √(max(s)·min(s)) (chapter "Quantizing a small
+    """``s_j = mean_n |X_nj|^α``, divided by √(max(s)·min(s)) (chapter "Quantizing a small
     language model", § "Outliers: AWQ and SmoothQuant"); X is (N, in), s is (in,) float32."""
     x = check.float_tensor(x, "x")
     if x.dim() != 2:

@@ -16,7 +16,7 @@ nearest integer, ties to even, with the step of x's binade: `round_to_format`. C
   value is 1.75 · 2^8 = 448, and only S.1111.111 is NaN. Out-of-range values saturate to
   ±448, as PyTorch's CPU cast ``x.to(torch.float8_e4m3fn)`` does (±inf included).
 - E5M2 is IEEE-like: largest 1.75 · 2^15 = 57344; beyond it values round to ±inf
-  (ties to even: |x| ≥ 61440 becomes inf), as ``torch.float8_e5m2`` does.
+  (ties to even: ``|x| ≥ 61440`` becomes inf), as ``torch.float8_e5m2`` does.
 - E2M1 (FP4) holds ±{0, 0.5, 1, 1.5, 2, 3, 4, 6}; the block formats saturate to ±6.
 - MXFP4 (OCP Microscaling spec v1.0): blocks of 32 share a power-of-two scale stored as
   E8M0, X = 2^(⌊log₂ amax⌋ − 2) (2 = the largest exponent of E2M1), each element is
@@ -70,12 +70,12 @@ class FloatFormat:
 
     @property
     def min_normal(self) -> float:
-        """2^(1 − β): the smallest normal magnitude."""
+        """The smallest normal magnitude, 2^(1 − β)."""
         return 2.0 ** (1 - self.bias)
 
     @property
     def min_subnormal(self) -> float:
-        """2^(1 − β − m): the smallest positive value, and the step of the subnormals."""
+        """The smallest positive value, 2^(1 − β − m), and the step of the subnormals."""
         return 2.0 ** (1 - self.bias - self.mantissa_bits)
 
 
@@ -121,8 +121,8 @@ def decode(codes: Tensor, fmt: FloatFormat) -> Tensor:
 def round_to_format(x: Tensor, fmt: FloatFormat) -> Tensor:
     """x rounded to the nearest value of ``fmt``, ties to even, as float32.
 
-    With k = max(⌊log₂|x|⌋, 1 − β) (the binade, or the subnormal range), the step is
-    2^(k − m) and x̂ = step · round_half_even(x / step); then |x̂| > max saturates to ±max
+    With ``k = max(⌊log₂|x|⌋, 1 − β)`` (the binade, or the subnormal range), the step is
+    2^(k − m) and x̂ = step · round_half_even(x / step); then ``|x̂| > max`` saturates to ±max
     or becomes ±inf (``fmt.overflow``). The sign of zero is kept (−1e−10 → −0). Computed in
     float64, where every step of the format and every float32 input are exact, so the
     result equals ``x.to(torch.float8_e4m3fn).float()`` (and ``float8_e5m2``) bit for bit.
@@ -147,7 +147,7 @@ def round_to_format(x: Tensor, fmt: FloatFormat) -> Tensor:
 def fake_quantize_fp8(w: Tensor, fmt: FloatFormat = E4M3) -> Tensor:
     """FP8 with one float32 scale per tensor: s = amax/max_fmt, ŵ = s · fmt(w / s).
 
-    The scale maps the largest |w| onto the format's largest value (448 for E4M3), the
+    The scale maps the largest ``|w|`` onto the format's largest value (448 for E4M3), the
     usual recipe for FP8 weights. 8 bits per weight (+ 32 per tensor).
     (chapter "Quantizing a small language model", § "Number formats: FP8, MXFP4, NVFP4")
     """

@@ -84,7 +84,7 @@ def quantize_groups(
 
     Group k of row i holds W[i, kg : (k+1)g]; its S and Z are `calc_qparams` of those g
     values (asymmetric: S = (max − min)/(2^b − 1) with 0 inside [min, max]; symmetric:
-    S = max|w|/(2^(b−1) − 1), Z = 0), and q = clamp(round(w/S) + Z, qmin, qmax). With
+    ``S = max|w|/(2^(b−1) − 1)``, Z = 0), and q = clamp(round(w/S) + Z, qmin, qmax). With
     g = in this is per-row (per-output-channel) quantization.
     (chapter "Quantizing a small language model", § "Quantizing in groups")
     """
@@ -113,7 +113,7 @@ def dequantize_groups(gq: GroupQuantized) -> Tensor:
 
 def fake_quantize_groups(w: Tensor, bits: int, group_size: int, symmetric: bool = False) -> Tensor:
     """Ŵ = dequantize(quantize(W)): the weights a group-quantized model computes with,
-    in the dtype of ``w``. Error |w − ŵ| ≤ S/2 per group (no clipping: the range covers
+    in the dtype of ``w``. Error ``|w − ŵ| ≤ S/2`` per group (no clipping: the range covers
     the group).
     (chapter "Quantizing a small language model", § "Quantizing in groups")
     """

@@ -113,7 +113,7 @@ class GPTShape:
 
     @property
     def linear_weights(self) -> int:
-        """The weights of the blocks' Linear layers, the ones a chapter quantizes: 12d² each."""
+        """The weights of the blocks' Linear layers (the ones a chapter quantizes), 12d² each."""
         return self.layers * 12 * self.d * self.d
 
 
@@ -133,7 +133,7 @@ class DecodeBytes:
 
     @property
     def intensity(self) -> float:
-        """Arithmetic intensity, FLOPs per byte: flops / total."""
+        """Arithmetic intensity in FLOPs per byte, flops / total."""
         return self.flops / self.total
 
 
@@ -158,7 +158,8 @@ def decode_bytes_per_token(
       (d + 4d) + (4d + d) = 16d values, and h · position attention scores, plus the head's
       vocab logits, per sequence, at ``activation_bits``;
     - FLOPs: 2 per weight of the Linear layers and head (one multiply-accumulate each) and
-      2 · 2 · d · position per block for QKᵀ and the weighted sum of V, per sequence
+      2 · 2 · d · position per block for QKᵀ and the weighted sum of V, per sequence.
+
     (chapter "Quantizing a small language model", § "Where the bytes are").
     """
     if isinstance(shape, nn.Module):
@@ -358,7 +359,7 @@ class Int4Linear(nn.Module):
 
     @property
     def weight_bytes(self) -> int:
-        """Bytes of weights a product reads: codes (in · out / 2) plus scales and zeros."""
+        """Bytes of weights a product reads, codes (in · out / 2) plus scales and zeros."""
         return _nbytes(self.packed) + _nbytes(self.scales_and_zeros)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -405,7 +406,7 @@ class Int8Linear(nn.Module):
 
     @property
     def weight_bytes(self) -> int:
-        """Bytes of weights a product reads: codes (in · out) plus one scale per row."""
+        """Bytes of weights a product reads, codes (in · out) plus one scale per row."""
         return _nbytes(self.codes) + _nbytes(self.scales)
 
     def dequantized_weight(self) -> Tensor:

@@ -4,7 +4,7 @@ Chapter "Quantizing a small language model", § "Outliers: AWQ and SmoothQuant".
 8-bit activations spend their 255 levels on the largest channel; weights are easy.
 SmoothQuant (Xiao et al. 2023) divides input channel j by
 
-    s_j = max|X_j|^α / max|W_j|^(1−α)
+    ``s_j = max|X_j|^α / max|W_j|^(1−α)``
 
 and multiplies weight column j by it: XWᵀ = (X diag(s)⁻¹)(W diag(s))ᵀ exactly in real
 arithmetic. Where a LayerNorm feeds the Linear (``ln1 → attn.qkv``, ``ln2 → mlp.fc``),
@@ -12,7 +12,7 @@ diag(s)⁻¹ folds into its γ and β at no cost (`smooth_model`); the other Lin
 quantized without smoothing, as in the paper.
 
 W8A8 emulation (`W8A8Linear`, `w8a8_model`): weights symmetric int8 per output channel,
-activations symmetric int8 per tensor with a *static* scale max|X|/127 taken from the
+activations symmetric int8 per tensor with a *static* scale ``max|X|/127`` taken from the
 calibration text (values beyond it are clipped); both are fake-quantized and the product
 is computed in float.
 """
@@ -34,11 +34,11 @@ __all__ = ["W8A8Linear", "smooth_model", "smooth_scales", "w8a8_model"]
 
 
 def smooth_scales(x_absmax: Tensor, w: Tensor, alpha: float = 0.5) -> Tensor:
-    """s_j = max|X_j|^α / max_i |W_ij|^(1−α) (chapter "Quantizing a small language model",
+    """``s_j = max|X_j|^α / max_i |W_ij|^(1−α)`` (chapter "Quantizing a small language model",
     § "Outliers: AWQ and SmoothQuant").
 
-    ``x_absmax`` (in,) is the per-channel max |X_j| over calibration inputs, ``w`` (out, in)
-    the weight. α = 0.5 balances the two: afterwards max|X_j/s_j| = max|W_j s_j|. Both
+    ``x_absmax`` (in,) is the per-channel ``max |X_j|`` over calibration inputs, ``w`` (out, in)
+    the weight. α = 0.5 balances the two: afterwards ``max|X_j/s_j| = max|W_j s_j|``. Both
     maxima are clamped to at least 1e-5, as in the authors' code."""
     x_absmax = check.float_tensor(x_absmax, "x_absmax")
     w = check.float_tensor(w, "w")
@@ -74,7 +74,7 @@ class W8A8Linear(nn.Module):
     § "Outliers: AWQ and SmoothQuant").
 
     y = Q_a(x) Q_w(W)ᵀ + b, where Q_w rounds row i of W to S_i · [−128, 127] with
-    S_i = max_j |W_ij| / 127 and Q_a rounds x to S_a · [−128, 127] with S_a = ``act_absmax``
+    ``S_i = max_j |W_ij| / 127`` and Q_a rounds x to S_a · [−128, 127] with S_a = ``act_absmax``
     / 127 (clipping beyond). Both are emulated in float.
     """
 
@@ -105,7 +105,7 @@ def w8a8_model(
     SmoothQuant's `smooth_model` with exponent ``alpha`` (None: no smoothing) (chapter
     "Quantizing a small language model", § "Outliers: AWQ and SmoothQuant").
 
-    Each layer's static activation scale is the max |X| of its inputs on the calibration
+    Each layer's static activation scale is the ``max |X|`` of its inputs on the calibration
     tokens, measured in the (smoothed) float model."""
     check.module(model)
     check.bits(bits, 2, 16)
