@@ -18,10 +18,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from minicompress import _validate as check
+from minicompress.models import LeNet5
 
 __all__ = [
     "SeparableConv2d",
@@ -77,27 +77,17 @@ class SeparableConv2d(nn.Module):
         return self.pointwise(self.depthwise(x))  # (N, C_in, H, W) -> (N, C_out, H', W')
 
 
-class SeparableLeNet5(nn.Module):
+class SeparableLeNet5(LeNet5):
     """`minicompress.models.LeNet5` with ``conv2`` depthwise-separable (the same shapes).
 
-    ``conv1`` stays an ordinary convolution: with one input channel its depthwise part would
-    be a single 5×5 filter, and the ordinary layer costs only C_out·K² per position anyway.
+    Only `LeNet5.make_conv2` is overridden: the constructor, the forward pass and the order
+    in which the layers draw their initial weights are LeNet5's. ``conv1`` stays an ordinary
+    convolution: with one input channel its depthwise part would be a single 5×5 filter, and
+    the ordinary layer costs only C_out·K² per position anyway.
     """
 
-    def __init__(self, conv1: int = 20, conv2: int = 50, fc1: int = 500):
-        super().__init__()
-        for name, width in (("conv1", conv1), ("conv2", conv2), ("fc1", fc1)):
-            check.integer(width, name, 1)
-        self.conv1 = nn.Conv2d(1, conv1, kernel_size=5)
-        self.conv2 = SeparableConv2d(conv1, conv2, kernel_size=5)
-        self.fc1 = nn.Linear(conv2 * 4 * 4, fc1)
-        self.fc2 = nn.Linear(fc1, 10)
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = F.max_pool2d(F.relu(self.conv1(x)), 2)  # (N, 20, 12, 12)
-        x = F.max_pool2d(F.relu(self.conv2(x)), 2)  # (N, 50, 4, 4)
-        x = F.relu(self.fc1(x.flatten(1)))  # (N, 500)
-        return self.fc2(x)
+    def make_conv2(self, in_channels: int, out_channels: int) -> nn.Module:
+        return SeparableConv2d(in_channels, out_channels, kernel_size=5)
 
 
 def pareto_front(costs: Sequence[float], scores: Sequence[float]) -> list[int]:

@@ -86,9 +86,16 @@ class LeNet5(nn.Module):
         super().__init__()
         _check_widths((conv1, conv2, fc1), "layer widths")
         self.conv1 = nn.Conv2d(1, conv1, kernel_size=5)
-        self.conv2 = nn.Conv2d(conv1, conv2, kernel_size=5)
+        self.conv2 = self.make_conv2(conv1, conv2)
         self.fc1 = nn.Linear(conv2 * 4 * 4, fc1)
         self.fc2 = nn.Linear(fc1, 10)
+
+    def make_conv2(self, in_channels: int, out_channels: int) -> nn.Module:
+        """The second convolution (5×5, 12×12 -> 8×8). A variant overrides this one method
+        (e.g. `minicompress.architecture.SeparableLeNet5`); the layers are still created in
+        the order conv1, conv2, fc1, fc2, so a variant draws its other layers' initial
+        weights exactly as LeNet5 does."""
+        return nn.Conv2d(in_channels, out_channels, kernel_size=5)
 
     def forward(self, x: Tensor) -> Tensor:
         x = F.max_pool2d(F.relu(self.conv1(x)), 2)  # (N, 20, 12, 12)

@@ -332,6 +332,12 @@ def prune_channels(model: nn.Module, amounts: Mapping[str, float]) -> nn.Module:
     of its output units to remove. The next layer loses the matching inputs, so the
     smaller model computes exactly what the original computes with those units zeroed.
     """
+    if isinstance(model, LeNet5) and type(model) is not LeNet5:
+        # a variant (e.g. SeparableLeNet5) has a conv2 whose filters are not one weight
+        # tensor, and the smaller model built below would be a plain LeNet5
+        raise TypeError(
+            f"prune_channels supports LeNet5 itself, not its variant {type(model).__name__}"
+        )
     if isinstance(model, LeNet5):
         chain = ["conv1", "conv2", "fc1", "fc2"]
     elif isinstance(model, MLP):

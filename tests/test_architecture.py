@@ -76,3 +76,31 @@ def test_bad_arguments():
         conv_macs(6, 4, 3, 2, 2, groups=4)
     with pytest.raises(ValueError, match="c_out must be an int >= 1"):
         separable_ratio(0, 3)
+
+
+def test_separable_lenet5_shares_lenet5_code():
+    assert issubclass(SeparableLeNet5, LeNet5)
+    assert SeparableLeNet5.forward is LeNet5.forward
+    assert SeparableLeNet5.__init__ is LeNet5.__init__
+    model = SeparableLeNet5(4, 6, 8)
+    assert isinstance(model.conv2, SeparableConv2d)
+    assert (model.conv2.depthwise.groups, model.conv2.pointwise.out_channels) == (4, 6)
+    assert (model.fc1.in_features, model.fc1.out_features) == (6 * 16, 8)
+    # conv1 is created first in both, from the same random stream
+    torch.manual_seed(0)
+    a = SeparableLeNet5()
+    torch.manual_seed(0)
+    b = LeNet5()
+    assert torch.equal(a.conv1.weight, b.conv1.weight)
+    with pytest.raises(ValueError, match="positive integers"):
+        SeparableLeNet5(0, 50, 500)
+
+
+def test_prune_channels_refuses_separable_lenet5():
+    from minicompress.pruning import prune_channels
+
+    with pytest.raises(TypeError, match="not its variant SeparableLeNet5"):
+        prune_channels(SeparableLeNet5(), {"conv1": 0.5})
+    # LeNet5 itself is still handled
+    small = prune_channels(LeNet5(), {"conv2": 0.5})
+    assert type(small) is LeNet5 and small.conv2.out_channels == 25

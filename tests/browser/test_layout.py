@@ -34,7 +34,6 @@ EXCEPTIONS: dict[tuple[str, str], str] = {
     ("book/measuring.html", "outputs"): "float16/bfloat16 paired-test lines",
     ("book/quantization.html", "outputs"): "errata and calibration lines, torchao accuracy",
     ("book/sharing.html", "outputs"): "a pandas FutureWarning in the initialisation sweep",
-    ("book/architecture.html", "outputs"): "intensity and erratum 14 lines",
 }
 
 KINDS = ("code", "outputs", "equations", "tables")
