@@ -13,14 +13,13 @@ removes is
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from torch import Tensor, nn
 
 from minicompress import _validate as check
-from minicompress.lm import BitsPerChar, window_bits
+from minicompress.lm import BitsPerChar, summarize, window_bits
 
 __all__ = ["Recovery", "bits_deltas", "damage_recovered", "paired", "recovered"]
 
@@ -41,13 +40,7 @@ def paired(bits_a: Tensor, bits_b: Tensor) -> BitsPerChar:
     bits_a, bits_b = _bits(bits_a, "bits_a"), _bits(bits_b, "bits_b")
     if bits_a.shape != bits_b.shape:
         raise ValueError(f"bits_a has {len(bits_a)} windows, bits_b {len(bits_b)}")
-    return _summary(bits_a - bits_b)
-
-
-def _summary(values: Tensor) -> BitsPerChar:
-    n = len(values)
-    se = float(values.std() / math.sqrt(n)) if n > 1 else float("nan")
-    return BitsPerChar(float(values.mean()), se, n)
+    return summarize(bits_a - bits_b)
 
 
 def bits_deltas(
@@ -62,7 +55,7 @@ def bits_deltas(
         raise TypeError(f"models must be a mapping name -> model, got {type(models).__name__}")
     base = window_bits(reference, tokens, max_windows=max_windows)
     return {
-        name: _summary(window_bits(check.module(m, f"models[{name!r}]"), tokens,
+        name: summarize(window_bits(check.module(m, f"models[{name!r}]"), tokens,
                                    max_windows=max_windows) - base)
         for name, m in models.items()
     }  # fmt: skip

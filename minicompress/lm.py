@@ -28,6 +28,7 @@ __all__ = [
     "bits_per_char",
     "compare_bits",
     "generate",
+    "summarize",
     "window_bits",
     "train_lm",
 ]
@@ -163,7 +164,9 @@ class BitsPerChar:
     windows: int
 
 
-def _summary(values: Tensor) -> BitsPerChar:
+def summarize(values: Tensor) -> BitsPerChar:
+    """Mean of per-window bits/char (or of their paired differences) and its standard error
+    std/√windows (chapter "Quantizing a small language model", § "A tiny GPT, offline")."""
     n = len(values)
     se = float(values.std() / math.sqrt(n)) if n > 1 else float("nan")
     return BitsPerChar(float(values.mean()), se, n)
@@ -173,7 +176,7 @@ def bits_per_char(model: nn.Module, tokens: Tensor, **kwargs) -> BitsPerChar:
     """The model's bits per character on ``tokens``, with a standard error over windows.
 
     Arguments as `window_bits`."""
-    return _summary(window_bits(model, tokens, **kwargs))
+    return summarize(window_bits(model, tokens, **kwargs))
 
 
 def compare_bits(model_a: nn.Module, model_b: nn.Module, tokens: Tensor, **kwargs) -> BitsPerChar:
@@ -183,7 +186,9 @@ def compare_bits(model_a: nn.Module, model_b: nn.Module, tokens: Tensor, **kwarg
     score, so its standard error (over the per-window differences) is small enough to
     detect the +0.01 bits/char a good 4-bit quantizer costs.
     """
-    return _summary(window_bits(model_a, tokens, **kwargs) - window_bits(model_b, tokens, **kwargs))
+    return summarize(
+        window_bits(model_a, tokens, **kwargs) - window_bits(model_b, tokens, **kwargs)
+    )
 
 
 @torch.no_grad()
