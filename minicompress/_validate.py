@@ -43,6 +43,17 @@ def float_tensor(x: object, name: str, *, empty: bool = False, nan: bool = False
     return x
 
 
+def bool_vector(x: object, name: str, why: str = "") -> Tensor:
+    """A non-empty 1-D bool tensor (per-item outcomes); ``why`` says where one comes from."""
+    if not isinstance(x, Tensor) or x.dtype != torch.bool or x.dim() != 1:
+        shape = f" of shape {tuple(x.shape)}" if isinstance(x, Tensor) else ""
+        raise TypeError(f"{name} must be a 1-D bool tensor{why and f' ({why})'}, got "
+                        f"{describe(x)}{shape}")  # fmt: skip
+    if x.numel() == 0:
+        raise ValueError(f"{name} is empty")
+    return x
+
+
 def integer(value: object, name: str, low: int | None = None, high: int | None = None) -> int:
     """An int (not a bool) in [low, high]; either bound may be None."""
     if isinstance(value, bool) or not isinstance(value, int):

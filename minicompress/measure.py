@@ -39,12 +39,14 @@ __all__ = [
     "compression_ratio",
     "count_macs",
     "count_nonzero",
+    "correct",
     "count_parameters",
     "layer_macs",
     "layer_summary",
     "machine",
     "measure_latency",
     "paired_difference",
+    "paired_from_correct",
     "plot_reports",
     "results_table",
     "serialized_size",
@@ -299,6 +301,32 @@ class PairedDifference:
         return math.erfc(abs(self.z) / math.sqrt(2))
 
 
+def correct(model: nn.Module, images: Tensor, labels: Tensor) -> Tensor:
+    """Which of ``images`` the model classifies correctly: a bool tensor (N,), the per-image
+    outcomes that `paired_from_correct` compares (chapter "Measuring a model",
+    § "Accuracy, and how precisely we know it"). Its mean is the accuracy."""
+    check.module(model)
+    if not isinstance(labels, Tensor) or labels.dim() != 1 or len(labels) != len(images):
+        raise ValueError(f"labels must be a 1-D tensor with one label per image "
+                         f"({len(images)}), got {check.describe(labels)}")  # fmt: skip
+    return predict(model, images).argmax(1) == labels
+
+
+def paired_from_correct(right_a: Tensor, right_b: Tensor) -> PairedDifference:
+    """`paired_difference` from the per-image outcomes of two models (`correct`), so that
+    a model compared with several others is run on the test images only once."""
+    right_a = check.bool_vector(right_a, "right_a", "from measure.correct")
+    right_b = check.bool_vector(right_b, "right_b", "from measure.correct")
+    if right_a.shape != right_b.shape:
+        raise ValueError(f"right_a has {len(right_a)} images, right_b {len(right_b)}: "
+                         "compare two models on the same images")  # fmt: skip
+    return PairedDifference(
+        only_a=int((right_a & ~right_b).sum()),
+        only_b=int((~right_a & right_b).sum()),
+        n=len(right_a),
+    )
+
+
 def paired_difference(
     model_a: nn.Module, model_b: nn.Module, images: Tensor, labels: Tensor
 ) -> PairedDifference:
@@ -313,13 +341,7 @@ def paired_difference(
     """
     check.module(model_a, "model_a")
     check.module(model_b, "model_b")
-    right_a = predict(model_a, images).argmax(1) == labels
-    right_b = predict(model_b, images).argmax(1) == labels
-    return PairedDifference(
-        only_a=int((right_a & ~right_b).sum()),
-        only_b=int((~right_a & right_b).sum()),
-        n=len(labels),
-    )
+    return paired_from_correct(correct(model_a, images, labels), correct(model_b, images, labels))
 
 
 def _cpu() -> tuple[str, set[str]]:

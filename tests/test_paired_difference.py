@@ -8,7 +8,13 @@ import pytest
 import torch
 from torch import nn
 
-from minicompress.measure import PairedDifference, paired_difference, simd_extensions
+from minicompress.measure import (
+    PairedDifference,
+    correct,
+    paired_difference,
+    paired_from_correct,
+    simd_extensions,
+)
 
 
 class Fixed(nn.Module):
@@ -64,3 +70,27 @@ def test_rejects_non_modules():
 def test_simd_extensions_is_a_subset_of_the_known_names():
     assert simd_extensions() <= {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimd",
                                  "sve"}  # fmt: skip
+
+
+def test_from_correct_equals_running_the_models():
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    a = Fixed(torch.tensor([0, 1, 2, 1, 1, 0]))
+    b = Fixed(torch.tensor([0, 2, 2, 0, 0, 0]))
+    images = torch.arange(6.0).reshape(6, 1)
+    right_a, right_b = correct(a, images, labels), correct(b, images, labels)
+    assert right_a.tolist() == [True, True, True, False, True, False]
+    assert paired_from_correct(right_a, right_b) == paired_difference(a, b, images, labels)
+
+
+def test_from_correct_rejects_bad_outcomes():
+    ok = torch.tensor([True, False])
+    with pytest.raises(TypeError, match="right_a must be a 1-D bool tensor"):
+        paired_from_correct(torch.tensor([1.0, 0.0]), ok)
+    with pytest.raises(TypeError, match="right_b must be a 1-D bool tensor"):
+        paired_from_correct(ok, ok[None])
+    with pytest.raises(ValueError, match="same images"):
+        paired_from_correct(ok, torch.tensor([True]))
+    with pytest.raises(ValueError, match="right_a is empty"):
+        paired_from_correct(torch.tensor([], dtype=torch.bool), ok)
+    with pytest.raises(ValueError, match="one label per image"):
+        correct(nn.Linear(1, 3), torch.zeros(2, 1), torch.zeros(3, dtype=torch.long))
