@@ -5,7 +5,8 @@
 
 Every cost is a paired difference of bits per character against the dense model (window by
 window, with its standard error ``..._se``), on chapter 9's validation windows; Wanda and
-SparseGPT calibrate on 128 windows of 64 tokens of the training split, as chapter 9 does.
+SparseGPT calibrate on the first 128·64 tokens of the training split (64 windows of the
+model's context of 128), as chapter 9 does.
 Magnitude, Wanda and SparseGPT at 50 % (each row loses half its weights) and at 2:4, on
 the shipped model and (``outlier_...``) on `minicompress.outliers.add_activation_outliers`
 of it, the same function with a few input channels 30× larger and their weights 30× smaller.

@@ -4,7 +4,7 @@ Chapter "Pruning, adapting and distilling a small language model", section "2:4
 semi-structured sparsity", derives each piece:
 
 - the mask: keep the n largest scores of every group of m consecutive weights along the
-  input dimension (`nm_mask`; the scores are |W| for magnitude, |W|·‖X_:,j‖ for Wanda,
+  input dimension (`nm_mask`; the scores are ``|W|`` for magnitude, ``|W|·‖X[:, j]‖`` for Wanda,
   the OBS saliency for SparseGPT) and the test for the pattern (`is_nm_sparse`);
 - the storage format: per group the n kept values and, for each, its position in the
   group as a ⌈log₂ m⌉-bit index (`pack_nm`, `unpack_nm`), so

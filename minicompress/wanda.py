@@ -3,9 +3,9 @@
 Chapter "Pruning, adapting and distilling a small language model", section "Magnitude and
 Wanda", derives each piece:
 
-- magnitude pruning scores a weight by |W_ij| (`magnitude_scores`), as chapter 2 did;
+- magnitude pruning scores a weight by ``|W_ij|`` (`magnitude_scores`), as chapter 2 did;
 - Wanda (Sun et al. 2024) scores it by the change of output i when W_ij is zeroed: on
-  inputs X (N, in) output i moves by −W_ij·X_:,j, of norm |W_ij|·‖X_:,j‖₂
+  inputs X (N, in) output i moves by ``−W_ij·X[:, j]``, of norm ``|W_ij|·‖X[:, j]‖₂``
   (`wanda_scores`), so a small weight on a large input channel is kept;
 - both compare weights within each output row (`row_mask`), as Wanda does, so every
   output keeps the same share of its inputs; 2:4 patterns come from
@@ -48,19 +48,20 @@ def _check_weight(w: object) -> Tensor:
 
 
 def magnitude_scores(w: Tensor) -> Tensor:
-    """|W_ij|: what zeroing W_ij changes the weights by (chapter "Pruning, adapting and
+    """``|W_ij|``: what zeroing W_ij changes the weights by (chapter "Pruning, adapting and
     distilling a small language model", section "Magnitude and Wanda")."""
     return _check_weight(w).abs()
 
 
 def wanda_scores(w: Tensor, x: Tensor) -> Tensor:
-    """|W_ij|·‖X_:,j‖₂ for weights W (out, in) and the layer's inputs X (N, in) (Sun et al.
+    """``|W_ij|·‖X[:, j]‖₂`` for weights W (out, in) and the layer's inputs X (N, in) (Sun et al.
     2024; chapter "Pruning, adapting and distilling a small language model", section
     "Magnitude and Wanda").
 
-    Output i on the N inputs is X W_i,:ᵀ; zeroing W_ij changes it by −W_ij X_:,j, a vector
-    of norm |W_ij|·‖X_:,j‖₂. Scaling input channel j up by c and W_:,j down by c leaves
-    the scores (and the function) unchanged, where |W| alone would fall by c.
+    Output i on the N inputs is ``X W[i, :]ᵀ``; zeroing W_ij changes it by ``−W_ij X[:, j]``,
+    a vector of norm ``|W_ij|·‖X[:, j]‖₂``. Scaling input channel j up by c and ``W[:, j]``
+    down by c leaves the scores (and the function) unchanged, where ``|W|`` alone would
+    fall by c.
     """
     w = _check_weight(w)
     x = check.float_tensor(x, "x")
@@ -114,14 +115,16 @@ def prune_model(
     "Pruning, adapting and distilling a small language model", sections "Magnitude and
     Wanda", "2:4 semi-structured sparsity" and "SparseGPT").
 
-    ``method``: "magnitude" (scores |W|, `row_mask` or `nm_mask`), "wanda" (scores
-    |W|·‖X_:,j‖, the same masks) or "sparsegpt" (`minicompress.sparsegpt.sparsegpt_prune`
-    with H = 2XᵀX/N, ``block_size`` and ``damp``). Give either ``sparsity`` (pruned share
-    of each row) or ``pattern`` (n, m), e.g. (2, 4). The inputs X of every layer come from
-    one `minicompress.calibration.layer_inputs` pass of the DENSE model on ``tokens`` (at
-    most ``max_rows`` rows per layer), not from a copy whose earlier layers are already
-    pruned; magnitude needs no ``tokens`` (None). Biases, embeddings, LayerNorms and
-    ``head`` are untouched.
+    ``method``: "magnitude" (scores ``|W|``, `row_mask` or `nm_mask`), "wanda" (scores
+    ``|W|·‖X[:, j]‖``, the same masks) or "sparsegpt"
+    (`minicompress.sparsegpt.sparsegpt_prune` with H = 2XᵀX/N, ``block_size`` and
+    ``damp``). Give either ``sparsity`` (pruned share of each row) or ``pattern`` (n, m),
+    e.g. (2, 4). The inputs X of every layer come from one
+    `minicompress.calibration.layer_inputs` pass of the DENSE model on ``tokens`` (at most
+    ``max_rows`` rows per layer), not from a copy whose earlier layers are already pruned
+    (GPTQ's `minicompress.gptq.gptq_model` is sequential; the SparseGPT paper is too);
+    magnitude needs no ``tokens`` (None). Biases, embeddings, LayerNorms and ``head`` are
+    untouched.
     """
     check.module(model)
     check.choice(method, "method", METHODS)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from minicompress.calibration import hessian
-from minicompress.gptq import inverse_hessian_factor, output_error
+from minicompress.gptq import inverse_hessian_factor, obs_remove, obs_update, output_error
 from minicompress.semistructured import is_nm_sparse, nm_mask
 from minicompress.sparsegpt import sparsegpt_prune
 from minicompress.wanda import magnitude_scores, row_mask, wanda_scores
@@ -71,6 +71,32 @@ def test_one_pruned_weight_moves_the_later_ones_to_the_least_squares_optimum():
         target = (x[:, q] * w[r, q])[:, None]
         delta = torch.linalg.lstsq(x[:, q + 1 :], target).solution[:, 0]
         torch.testing.assert_close(pruned[r, q + 1 :], w[r, q + 1 :] + delta)
+
+
+def explicit_inverse_sparsegpt(w, h, n, m, damp):
+    """N:M SparseGPT from obs_update / obs_remove and the explicit inverse Hessian."""
+    h = h + damp * torch.diagonal(h).mean() * torch.eye(len(h), dtype=h.dtype)
+    h_inv, work = torch.linalg.inv(h), w.clone()
+    for start in range(0, w.shape[1], m):
+        free, diag = h_inv, []
+        for c in range(start, start + m):  # [H_F⁻¹]_cc with the columns before c fixed
+            diag.append(free[c, c])
+            free = obs_remove(free, c)
+        saliency = work[:, start : start + m] ** 2 / torch.stack(diag)
+        keep = nm_mask(saliency, n, m)
+        for i, c in enumerate(range(start, start + m)):
+            target = torch.where(keep[:, i], work[:, c], 0.0)
+            work, _ = obs_update(work, h_inv, c, target)
+            h_inv = obs_remove(h_inv, c)
+    return work
+
+
+@pytest.mark.parametrize("block_size", [4, 8, 128])
+def test_equals_the_explicit_inverse_loop_of_obs_steps(block_size):
+    w, x = weights(5, 16), correlated_inputs(100, 16)
+    expected = explicit_inverse_sparsegpt(w, hessian(x), 2, 4, 0.01)
+    got = sparsegpt_prune(w, hessian(x), pattern=(2, 4), block_size=block_size)
+    torch.testing.assert_close(got, expected)
 
 
 def test_bad_input_is_refused_with_clear_errors():
