@@ -16,6 +16,7 @@ One module per idea, each implementing what one chapter derives:
   in bits per character;
 - `minicompress.groupwise`, `formats`, `kvcache`, `calibration`, `gptq`, `awq`, `smoothquant`,
   `outliers`, `damage`, `lowbit_matmul`: quantizing a small language model (chapter 9);
+- `minicompress.wanda`, `semistructured`, `sparsegpt`: pruning it (chapter 10);
 - `minicompress.labs`: the checkers behind the classroom labs;
 - `minicompress.plotting`: the book's figure style (`book_style()`).
 
@@ -52,12 +53,15 @@ __all__ = [
     "plotting",
     "pruning",
     "quantization",
+    "semistructured",
     "sharing",
     "smoothquant",
+    "sparsegpt",
     "storage",
     "text",
     "train",
     "transfer",
+    "wanda",
     "zoo",
 ]
 __version__ = "0.1.0"

@@ -43,6 +43,7 @@ __all__ = [
     "gptq_quantize",
     "gptq_quantize_reference",
     "grid_search",
+    "inverse_hessian_factor",
     "minmax_quantizer",
     "obs_remove",
     "obs_update",
@@ -76,11 +77,11 @@ def _check_group(group_size: int | None, columns: int) -> int:
     return group_size
 
 
-def _check_hessian(h: object, columns: int) -> Tensor:
+def _check_hessian(h: object, columns: int | None) -> Tensor:
     h = check.float_tensor(h, "h")
     if h.dim() != 2 or h.shape[0] != h.shape[1]:
         raise ValueError(f"h must be a square matrix, got shape {tuple(h.shape)}")
-    if h.shape[0] != columns:
+    if columns is not None and h.shape[0] != columns:
         raise ValueError(f"h is {h.shape[0]}×{h.shape[0]} but w has {columns} input columns")
     return h
 
@@ -213,6 +214,26 @@ def _damped(h: Tensor, w: Tensor, damp: float) -> tuple[Tensor, Tensor]:
     return h, w
 
 
+def _upper_factor(h_damped: Tensor) -> Tensor:
+    inverse = torch.cholesky_inverse(torch.linalg.cholesky(h_damped))
+    return torch.linalg.cholesky(inverse, upper=True)
+
+
+def inverse_hessian_factor(h: Tensor, damp: float = 0.01) -> Tensor:
+    """U, the upper Cholesky factor of H_λ⁻¹ = UᵀU with H_λ = H + λI, λ = ``damp`` ·
+    mean(diag H) (dead inputs, H_jj = 0, get H_jj = 1 first), in float64 (chapter
+    "Quantizing a small language model", § "GPTQ").
+
+    Row q of U is row q of H_F⁻¹, the inverse Hessian of the columns q, q+1, … still free
+    once the columns before q are fixed, divided by √[H_F⁻¹]_qq; so U_qq² = [H_F⁻¹]_qq, the
+    denominator of the OBS step and cost (`obs_update`) when the columns are done in order.
+    `gptq_quantize` reads every H⁻¹ it needs from it; chapter 10's SparseGPT its saliencies.
+    """
+    h = _check_hessian(h, None)
+    check.number(damp, "damp", 0.0)
+    return _upper_factor(_damped(h, h[:1], damp)[0])
+
+
 def _check_common(
     w: object, h: object, bits: int, group_size: int | None, damp: float, quantizer: object
 ) -> tuple[Tensor, Tensor, int, GroupQuantizer]:
@@ -274,7 +295,7 @@ def gptq_quantize(
     check.integer(block, "block", 1)
     block = max(g, block // g * g)  # whole groups per block, so a group's weights are current
     h, work = _damped(h, w, damp)
-    u = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
+    u = _upper_factor(h)
     out = torch.zeros_like(work)
     columns = work.shape[1]
     for i1 in range(0, columns, block):

@@ -13,6 +13,7 @@ from minicompress.gptq import (
     gptq_quantize,
     gptq_quantize_reference,
     grid_search,
+    inverse_hessian_factor,
     minmax_quantizer,
     obs_remove,
     obs_update,
@@ -86,6 +87,15 @@ def test_cholesky_form_equals_the_explicit_inverse_loop(group_size, block):
     fast = gptq_quantize(w, h, 3, group_size, block=block)
     slow = gptq_quantize_reference(w, h, 3, group_size)
     torch.testing.assert_close(fast, slow)
+
+
+def test_inverse_hessian_factor_diagonal_is_the_free_inverse_hessian_diagonal():
+    h = hessian(correlated_inputs(40, 6))
+    u, free = inverse_hessian_factor(h, damp=0.0), torch.linalg.inv(h)
+    torch.testing.assert_close(u.T @ u, free)
+    for q in range(6):  # U_qq² = [H_F⁻¹]_qq once the columns before q are fixed
+        torch.testing.assert_close(u[q, q] ** 2, free[q, q])
+        free = obs_remove(free, q)
 
 
 def test_grid_search_finds_the_optimum():
