@@ -16,6 +16,7 @@ One module per idea, each implementing what one chapter derives:
   in bits per character;
 - `minicompress.groupwise`, `formats`, `kvcache`, `calibration`, `gptq`, `awq`, `smoothquant`,
   `outliers`, `damage`, `lowbit_matmul`: quantizing a small language model (chapter 9);
+- `minicompress.lora`: LoRA and QLoRA, adapting a frozen (compressed) model (chapter 10);
 - `minicompress.labs`: the checkers behind the classroom labs;
 - `minicompress.plotting`: the book's figure style (`book_style()`).
 
@@ -44,6 +45,7 @@ __all__ = [
     "kvcache",
     "labs",
     "lm",
+    "lora",
     "lowbit_matmul",
     "lowrank",
     "measure",
