@@ -23,6 +23,7 @@ import argparse
 import copy
 import json
 import math
+import sys
 import time
 
 import torch
@@ -75,6 +76,17 @@ def one_step_memory(model: nn.Module, tokens: Tensor, batch_size: int) -> dict:
     }
 
 
+def _seconds(wall: float, cpu: float) -> dict:
+    """Wall-clock and CPU seconds since (wall, cpu) = (perf_counter(), process_time())."""
+    return {"seconds": round(time.perf_counter() - wall, 1),
+            "cpu_seconds": round(time.process_time() - cpu, 1)}  # fmt: skip
+
+
+def _log(name: str, value: object) -> None:
+    """Each figure on stderr as it is measured (the JSON line on stdout comes at the end)."""
+    print(name, json.dumps(value), file=sys.stderr, flush=True)
+
+
 def _delta(bits: Tensor, base: Tensor) -> dict:
     d = damage.paired(bits, base)
     return {"delta_bpc": round(d.mean, 4), "se": round(d.standard_error, 4)}
@@ -87,7 +99,7 @@ def lora_recovery(
 ) -> dict:  # fmt: skip
     """Damage before and after rank-``rank`` LoRA (2:4 sparse base) and QLoRA (int4 g32 and
     3-bit g32 bases), and full fine-tuning of the 2:4 model, all with ``steps`` steps."""
-    start = time.perf_counter()
+    start = time.perf_counter(), time.process_time()
 
     def scores(m: nn.Module) -> Tensor:
         return lm.window_bits(m, valid, max_windows=windows)
@@ -105,7 +117,7 @@ def lora_recovery(
         "int3_g32": lora.quantize_base(model, 3, 32),
     }
     for name, frozen in bases.items():
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         before = scores(frozen)
         adapted = lora.add_lora(frozen, rank, seed=seed)
         lm.train_lm(adapted, train, config(lr), progress=False)
@@ -114,17 +126,22 @@ def lora_recovery(
             "before": _delta(before, base),
             "after": _delta(after, base),
             "recovered": round(damage.recovered(base, before, after).recovered, 3),
-            "seconds": round(time.perf_counter() - t, 1),
-        }
-    t = time.perf_counter()
+        } | _seconds(t, c)
+        _log(name, result[name])
+    t, c = time.perf_counter(), time.process_time()
     full = bases["sparse24"]  # trained in place: every parameter, the 2:4 mask kept
     lm.train_lm(full, train, config(full_lr), progress=False)
     after = scores(full)
     result["sparse24_full_finetune"] = {
         "after": _delta(after, base),
         "recovered": round(damage.recovered(base, scores(prune_2_4(model)), after).recovered, 3),
-        "seconds": round(time.perf_counter() - t, 1),
-    }
+    } | _seconds(t, c)
+    _log("sparse24_full_finetune", result["sparse24_full_finetune"])
+    t, c = time.perf_counter(), time.process_time()
+    dense = lora.add_lora(model, rank, seed=seed)  # control: what the same training does alone
+    lm.train_lm(dense, train, config(lr), progress=False)
+    result["dense_lora_control"] = {"after": _delta(scores(dense), base)} | _seconds(t, c)
+    _log("dense_lora_control", result["dense_lora_control"])
     adapters = lora.adapter_parameters(lora.add_lora(model, rank))
     total = sum(p.numel() for p in model.parameters())
     result["adapter_parameters"] = adapters
@@ -134,8 +151,7 @@ def lora_recovery(
         "lora": one_step_memory(lora.add_lora(model, rank), train, batch_size),
         "qlora_int4": one_step_memory(lora.add_lora(bases["int4_g32"], rank), train, batch_size),
     }
-    result["seconds"] = round(time.perf_counter() - start, 1)
-    return result
+    return result | _seconds(*start)
 
 
 def _student(seed: int, d: int, layers: int) -> TinyGPT:
@@ -146,13 +162,13 @@ def _student(seed: int, d: int, layers: int) -> TinyGPT:
 
 def kd_study(
     teacher: nn.Module, train: Tensor, valid: Tensor, windows: int | None = WINDOWS,
-    seeds: tuple[int, ...] = (0, 1, 2), steps: int = 200, batch_size: int = 16,
+    seeds: tuple[int, ...] = (0, 1, 2), steps: int = 400, batch_size: int = 32,
     d: int = 32, layers: int = 2, temperature: float = 1.0, alpha: float = 1.0,
-    lr: float = 3e-3,
+    lr: float = 1e-2,
 ) -> dict:  # fmt: skip
     """Text-only vs distilled students (same initialisation, windows and steps) per seed;
     the share of the teacher–student gap closed, its mean ± standard error over seeds."""
-    start = time.perf_counter()
+    start = time.perf_counter(), time.process_time()
 
     def score(m: nn.Module) -> float:
         return float(lm.window_bits(m, valid, max_windows=windows).mean())
@@ -169,6 +185,7 @@ def kd_study(
         # gap_closed wants higher-is-better scores: use −bits/char
         per_seed.append({"seed": seed, "text_only_bpc": round(s, 4), "distilled_bpc": round(k, 4),
                          "gap_closed": round(gap_closed(-s, -k, -teacher_bpc), 3)})  # fmt: skip
+        _log("kd", per_seed[-1])
     closed = torch.tensor([r["gap_closed"] for r in per_seed], dtype=torch.float64)
     se = float(closed.std() / math.sqrt(len(closed))) if len(closed) > 1 else float("nan")
     return {
@@ -180,8 +197,7 @@ def kd_study(
         "gap_closed_mean": round(float(closed.mean()), 3),
         "gap_closed_se": round(se, 3),
         "positive_seeds": int((closed > 0).sum()),
-        "seconds": round(time.perf_counter() - start, 1),
-    }  # fmt: skip
+    } | _seconds(*start)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> dict:
