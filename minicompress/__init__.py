@@ -17,6 +17,7 @@ One module per idea, each implementing what one chapter derives:
 - `minicompress.groupwise`, `formats`, `kvcache`, `calibration`, `gptq`, `awq`, `smoothquant`,
   `outliers`, `damage`, `lowbit_matmul`: quantizing a small language model (chapter 9);
 - `minicompress.wanda`, `semistructured`, `sparsegpt`: pruning it (chapter 10);
+- `minicompress.lora`: LoRA and QLoRA, adapting a frozen (compressed) model (chapter 10);
 - `minicompress.labs`: the checkers behind the classroom labs;
 - `minicompress.plotting`: the book's figure style (`book_style()`).
 
@@ -45,6 +46,7 @@ __all__ = [
     "kvcache",
     "labs",
     "lm",
+    "lora",
     "lowbit_matmul",
     "lowrank",
     "measure",

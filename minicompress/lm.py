@@ -6,7 +6,9 @@ bits per character on our 96-symbol alphabet; the shipped `TinyGPT` pays about 2
 The validation text is cut into windows of the model's context length; each window's mean
 is one observation, so the standard error is their standard deviation over √(windows), and
 two models are compared *paired*, window by window, as classifiers are compared image by
-image in chapter "Measuring a model".
+image in chapter "Measuring a model". `train_lm` trains the parameters that require a
+gradient (all of them, or only LoRA adapters); `distill_lm` trains a student on a teacher's
+next-character distributions (chapter 10).
 """
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from minicompress import _validate as check
+from minicompress.distillation import kd_loss
 
 __all__ = [
     "BitsPerChar",
     "LMConfig",
     "bits_per_char",
     "compare_bits",
+    "distill_lm",
     "generate",
     "summarize",
     "window_bits",
@@ -87,20 +91,20 @@ def _context(model: nn.Module) -> int:
     return context
 
 
-def train_lm(
-    model: nn.Module, tokens: Tensor, config: LMConfig = LMConfig(), progress: bool = True
-) -> list[float]:
-    """Train ``model`` to predict the next token; return the loss (nats) of every step.
-
-    Minimises the cross-entropy −(1/BT) Σ log p(x_{t+1} | x_≤t) over random windows (§
-    "A tiny GPT, offline" of chapter "Quantizing a small language model"). The caller's
-    global random generator is not touched: windows come from ``torch.Generator(seed)``.
-    """
+def _fit(
+    model: nn.Module, tokens: Tensor, config: LMConfig, progress: bool,
+    loss_fn: Callable[[Tensor, Tensor], Tensor],
+) -> list[float]:  # fmt: skip
+    """The loop `train_lm` and `distill_lm` share: AdamW over the parameters that require a
+    gradient, ``loss_fn(logits, window)`` on ``batch_size`` random windows per step."""
     context = _context(model)
     _check_tokens(tokens, context)
     generator = torch.Generator().manual_seed(config.seed)
-    decay = [p for p in model.parameters() if p.dim() >= 2]  # no decay on biases and norms
-    other = [p for p in model.parameters() if p.dim() < 2]
+    trained = [p for p in model.parameters() if p.requires_grad]  # frozen ones stay as they are
+    if not trained:
+        raise ValueError("model has no parameter with requires_grad=True to train")
+    decay = [p for p in trained if p.dim() >= 2]  # no decay on biases and norms
+    other = [p for p in trained if p.dim() < 2]
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": config.weight_decay},
          {"params": other, "weight_decay": 0.0}],
@@ -114,15 +118,74 @@ def train_lm(
             group["lr"] = config.rate(step)
         starts = torch.randint(len(tokens) - context, (config.batch_size, 1), generator=generator)
         window = tokens[starts + offsets]  # (B, context + 1)
-        logits = model(window[:, :-1])
-        loss = F.cross_entropy(logits.flatten(0, 1), window[:, 1:].flatten())
+        loss = loss_fn(model(window[:, :-1]), window)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(trained, 1.0)
         optimizer.step()
         losses.append(loss.item())
     model.eval()
     return losses
+
+
+def train_lm(
+    model: nn.Module, tokens: Tensor, config: LMConfig = LMConfig(), progress: bool = True
+) -> list[float]:
+    """Train ``model`` to predict the next token; return the loss (nats) of every step.
+
+    Minimises the cross-entropy −(1/BT) Σ log p(x_{t+1} | x_≤t) over random windows (§
+    "A tiny GPT, offline" of chapter "Quantizing a small language model"). Only parameters
+    with ``requires_grad`` are optimised (a model with frozen parts, e.g. LoRA adapters on a
+    frozen base, trains just the rest). The caller's global random generator is not
+    touched: windows come from ``torch.Generator(seed)``.
+    """
+
+    def cross_entropy(logits: Tensor, window: Tensor) -> Tensor:
+        return F.cross_entropy(logits.flatten(0, 1), window[:, 1:].flatten())
+
+    return _fit(model, tokens, config, progress, cross_entropy)
+
+
+def distill_lm(
+    student: nn.Module, teacher: nn.Module, tokens: Tensor, config: LMConfig = LMConfig(),
+    temperature: float = 1.0, alpha: float = 1.0, progress: bool = True,
+) -> list[float]:  # fmt: skip
+    """Train ``student`` on ``teacher``'s next-character distributions; return each step's loss.
+
+    The loop of `train_lm` (same windows for the same seed), with the loss of chapter
+    "Knowledge distillation", `minicompress.distillation.kd_loss`, applied per token: the
+    (B, T, vocab) logits of both models on the same windows are flattened to (B·T, vocab),
+    so each position is one example,
+    α·T²·KL(p_T^teacher ‖ q_T^student) + (1 − α)·CE(next character, q_1^student).
+    ``alpha=0`` is `train_lm`'s loss. The teacher runs in eval mode without gradients and
+    is not changed; its context must cover the student's.
+    Chapter "Pruning, adapting and distilling a small language model", section Distilling
+    the language model.
+    """
+    check.module(teacher, "teacher")
+    if teacher is student:
+        raise ValueError("the teacher and the student are the same model; distillation trains "
+                         "a separate student on the teacher's outputs")  # fmt: skip
+    if _context(teacher) < _context(student):
+        raise ValueError(f"the teacher's context {_context(teacher)} is shorter than the "
+                         f"student's {_context(student)}")  # fmt: skip
+    temperature, alpha = check.temperature(temperature), check.probability(alpha, "alpha")
+    was_training = teacher.training
+    teacher.eval()
+
+    def distillation(logits: Tensor, window: Tensor) -> Tensor:
+        with torch.no_grad():
+            target = teacher(window[:, :-1])
+        if target.shape != logits.shape:
+            raise ValueError(f"the teacher's logits {tuple(target.shape)} and the student's "
+                             f"{tuple(logits.shape)} differ: vocabularies must match")  # fmt: skip
+        labels = window[:, 1:].flatten()
+        return kd_loss(logits.flatten(0, 1), target.flatten(0, 1), labels, temperature, alpha)
+
+    try:
+        return _fit(student, tokens, config, progress, distillation)
+    finally:
+        teacher.train(was_training)
 
 
 @torch.no_grad()

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from minicompress import lm
+from minicompress.distillation import kd_loss
 from minicompress.models import TinyGPT
 
 
@@ -113,3 +114,100 @@ def test_bad_input():
         TinyGPT(d=10, heads=4)
     with pytest.raises(ValueError, match="positive integers"):
         TinyGPT(layers=0)
+
+
+def reference_train_lm(model, tokens, config):
+    """train_lm's loop before it learnt to skip frozen parameters (every parameter trained)."""
+    generator = torch.Generator().manual_seed(config.seed)
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    other = [p for p in model.parameters() if p.dim() < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": config.weight_decay},
+         {"params": other, "weight_decay": 0.0}], lr=config.lr, betas=(0.9, 0.99),
+    )  # fmt: skip
+    offsets, losses = torch.arange(model.context + 1), []
+    for step in range(config.steps):
+        for group in optimizer.param_groups:
+            group["lr"] = config.rate(step)
+        starts = torch.randint(len(tokens) - model.context, (config.batch_size, 1),
+                               generator=generator)  # fmt: skip
+        window = tokens[starts + offsets]
+        loss = F.cross_entropy(model(window[:, :-1]).flatten(0, 1), window[:, 1:].flatten())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
+CONFIG = lm.LMConfig(steps=4, batch_size=3, lr=1e-2, warmup=2)
+TOKENS = torch.randint(8, (300,), generator=torch.Generator().manual_seed(5))
+
+
+def test_train_lm_trains_a_plain_model_as_before():
+    a, b = small(), small()
+    assert lm.train_lm(a, TOKENS, CONFIG, progress=False) == reference_train_lm(b, TOKENS, CONFIG)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
+
+
+def test_train_lm_leaves_frozen_parameters_alone():
+    model = small()
+    model.blocks.requires_grad_(False)
+    frozen = {k: v.clone() for k, v in model.blocks.state_dict().items()}
+    head = model.head.weight.clone()
+    lm.train_lm(model, TOKENS, CONFIG, progress=False)
+    assert all(torch.equal(model.blocks.state_dict()[k], v) for k, v in frozen.items())
+    assert not torch.equal(model.head.weight, head)
+    model.requires_grad_(False)
+    with pytest.raises(ValueError, match="no parameter with requires_grad"):
+        lm.train_lm(model, TOKENS, CONFIG, progress=False)
+
+
+def test_distill_lm_with_label_loss_only_equals_train_lm_step_for_step():
+    teacher = small(7)
+    a, b = small(), small()
+    plain = lm.train_lm(a, TOKENS, CONFIG, progress=False)
+    distilled = lm.distill_lm(b, teacher, TOKENS, CONFIG, temperature=2.0, alpha=0.0,
+                              progress=False)  # fmt: skip
+    assert distilled == pytest.approx(plain, rel=1e-6)
+    for p, q in zip(a.parameters(), b.parameters(), strict=True):
+        torch.testing.assert_close(p, q)
+
+
+def test_distill_lm_loss_is_kd_loss_per_token_and_teacher_is_unchanged():
+    teacher, student = small(7).train(), small()
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    config = lm.LMConfig(steps=1, batch_size=3, lr=0.0, warmup=1)
+    loss = lm.distill_lm(student, teacher, TOKENS, config, 3.0, 0.5, progress=False)[0]
+    starts = torch.randint(len(TOKENS) - 16, (3, 1), generator=torch.Generator().manual_seed(0))
+    window = TOKENS[starts + torch.arange(17)]
+    with torch.no_grad():
+        z, v = student(window[:, :-1]).flatten(0, 1), teacher(window[:, :-1]).flatten(0, 1)
+    expected = kd_loss(z, v, window[:, 1:].flatten(), 3.0, 0.5)
+    assert loss == pytest.approx(expected.item(), rel=1e-6)
+    assert all(torch.equal(teacher.state_dict()[k], t) for k, t in before.items())
+    assert teacher.training and all(p.grad is None for p in teacher.parameters())
+
+
+def test_distill_lm_brings_the_student_towards_the_teacher():
+    teacher, student = small(7), small()
+    config = lm.LMConfig(steps=30, batch_size=4, lr=1e-2, warmup=2)
+    losses = lm.distill_lm(student, teacher, TOKENS, config, progress=False)
+    assert losses[-1] < 0.3 * losses[0]  # KL(teacher ‖ student) per character
+
+
+def test_distill_lm_bad_input():
+    model = small()
+    with pytest.raises(ValueError, match="same model"):
+        lm.distill_lm(model, model, TOKENS, CONFIG, progress=False)
+    with pytest.raises(TypeError, match="teacher must be a torch.nn.Module"):
+        lm.distill_lm(model, "teacher", TOKENS, CONFIG, progress=False)
+    short = TinyGPT(vocab=8, context=8, d=16, layers=1, heads=2)
+    with pytest.raises(ValueError, match="context 8 is shorter"):
+        lm.distill_lm(model, short, TOKENS, CONFIG, progress=False)
+    other = TinyGPT(vocab=9, context=16, d=16, layers=1, heads=2)
+    with pytest.raises(ValueError, match="vocabularies must match"):
+        lm.distill_lm(model, other, TOKENS, CONFIG, progress=False)
+    with pytest.raises(ValueError, match="alpha must be"):
+        lm.distill_lm(model, small(1), TOKENS, CONFIG, alpha=1.5, progress=False)
