@@ -3,7 +3,8 @@
     python benchmarks/_llm_adaptation.py            # both studies, one JSON line
     python benchmarks/_llm_adaptation.py --quick    # a smoke test: few steps, 64 windows
 
-`lora_recovery` prunes the block weights 2:4 by magnitude (mask kept fixed), then trains
+`lora_recovery` prunes the block weights 2:4 by magnitude (`semistructured.nm_mask`, kept
+fixed through training by `torch.nn.utils.prune`), then trains
 rank-8 LoRA adapters beside the frozen sparse weights and reports the damage before and
 after, paired window by window against the dense model, and ``recovered = 1 − after/before``
 (target ≥ 0.5). The same for QLoRA on int4 (g = 32) and 3-bit bases, full fine-tuning of
@@ -34,6 +35,7 @@ from torch import Tensor, nn
 from torch.nn.utils import prune
 
 from minicompress import damage, lm, lora, text, zoo
+from minicompress import semistructured as S
 from minicompress.calibration import block_linears
 from minicompress.distillation import gap_closed
 from minicompress.measure import machine
@@ -42,20 +44,12 @@ from minicompress.models import TinyGPT
 WINDOWS = 384  # chapter 9's validation windows
 
 
-def mask_2_4(w: Tensor) -> Tensor:
-    """Keep the 2 largest |w| of every 4 consecutive inputs (a stand-in for
-    `semistructured.nm_mask`, which replaces it)."""
-    groups = w.abs().reshape(w.shape[0], -1, 4)  # (out, in/4, 4)
-    keep = torch.zeros_like(groups).scatter_(-1, groups.topk(2, dim=-1).indices, 1.0)
-    return keep.reshape(w.shape)
-
-
 def prune_2_4(model: nn.Module) -> nn.Module:
     """A copy whose block weights are 2:4 sparse by magnitude; the mask stays through training
     (`torch.nn.utils.prune` recomputes weight = weight_orig ⊙ mask every forward pass)."""
     sparse = copy.deepcopy(model)
     for layer in block_linears(sparse).values():
-        prune.custom_from_mask(layer, "weight", mask_2_4(layer.weight.detach()))
+        prune.custom_from_mask(layer, "weight", S.nm_mask(layer.weight.detach().abs()))
     return sparse
 
 
