@@ -23,17 +23,7 @@ from minicompress.gptq import (
 )
 from minicompress.models import TinyGPT
 from minicompress.quantization import calc_qparams, dequantize, quantize
-
-
-def correlated_inputs(n: int, width: int, seed: int = 0) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    mix = torch.randn(width, width, generator=g, dtype=torch.float64)
-    return torch.randn(n, width, generator=g, dtype=torch.float64) @ mix
-
-
-def weights(rows: int, columns: int, seed: int = 1) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(rows, columns, generator=g, dtype=torch.float64)
+from tests._layers import correlated_inputs, weights
 
 
 def test_round_to_nearest_matches_the_affine_map_per_group():

@@ -11,17 +11,7 @@ from minicompress.gptq import inverse_hessian_factor, obs_remove, obs_update, ou
 from minicompress.semistructured import is_nm_sparse, nm_mask
 from minicompress.sparsegpt import sparsegpt_prune
 from minicompress.wanda import magnitude_scores, row_mask, wanda_scores
-
-
-def correlated_inputs(n: int, width: int, seed: int = 0) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    mix = torch.randn(width, width, generator=g, dtype=torch.float64)
-    return torch.randn(n, width, generator=g, dtype=torch.float64) @ mix
-
-
-def weights(rows: int, columns: int, seed: int = 1) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(rows, columns, generator=g, dtype=torch.float64)
+from tests._layers import correlated_inputs, weights
 
 
 @pytest.mark.parametrize(
