@@ -96,7 +96,9 @@ def _fit(
     loss_fn: Callable[[Tensor, Tensor], Tensor],
 ) -> list[float]:  # fmt: skip
     """The loop `train_lm` and `distill_lm` share: AdamW over the parameters that require a
-    gradient, ``loss_fn(logits, window)`` on ``batch_size`` random windows per step."""
+    gradient, ``loss_fn(logits, window)`` on ``batch_size`` random windows per step. The
+    model trains in train mode and is left in eval mode; a non-finite loss raises
+    FloatingPointError before it reaches the weights."""
     context = _context(model)
     _check_tokens(tokens, context)
     generator = torch.Generator().manual_seed(config.seed)
@@ -119,6 +121,9 @@ def _fit(
         starts = torch.randint(len(tokens) - context, (config.batch_size, 1), generator=generator)
         window = tokens[starts + offsets]  # (B, context + 1)
         loss = loss_fn(model(window[:, :-1]), window)
+        if not torch.isfinite(loss):  # before the step: the weights are still as they were
+            raise FloatingPointError(f"loss became {loss.item()} at step {step} (float16 weights, "
+                                     "too high a learning rate or temperature?)")  # fmt: skip
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trained, 1.0)

@@ -198,7 +198,8 @@ def adapter_parameters(model: nn.Module) -> int:
 
 def merge_lora(model: nn.Module) -> nn.Module:
     """A deep copy of ``model`` with every `LoRALinear` replaced by a plain nn.Linear of
-    weight W + (α/r)·B A (and the base's bias); all its parameters trainable again.
+    weight W + (α/r)·B A (and the base's bias) in the adapter's dtype; all its parameters
+    trainable again. The caller's random generator is not touched.
 
     The merged model computes the adapted one's function up to float rounding, at no extra
     cost. Merging into a 2:4-sparse or quantized W makes it dense and float (BA is neither),
@@ -215,8 +216,12 @@ def merge_lora(model: nn.Module) -> nn.Module:
         for name in names:
             adapter = merged.get_submodule(name)
             base = adapter.base
-            plain = nn.Linear(base.in_features, base.out_features, bias=base.bias is not None)
-            plain.weight.copy_(base.weight + adapter.delta_weight())
+            dtype = adapter.lora_a.dtype  # the adapter's (= the model's float) dtype
+            # skip_init: no random initial weights (they are overwritten; the caller's
+            # global generator stays where it was)
+            plain = nn.utils.skip_init(nn.Linear, base.in_features, base.out_features,
+                                       bias=base.bias is not None, dtype=dtype)  # fmt: skip
+            plain.weight.copy_(base.weight.to(dtype) + adapter.delta_weight())
             if base.bias is not None:
                 plain.bias.copy_(base.bias)
             _replace(merged, name, plain)

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from minicompress import _validate as check
-from minicompress.train import evaluate, predict
+from minicompress.train import _check_data, evaluate, predict
 
 __all__ = [
     "Latency",
@@ -306,10 +306,14 @@ def correct(model: nn.Module, images: Tensor, labels: Tensor) -> Tensor:
     outcomes that `paired_from_correct` compares (chapter "Measuring a model",
     § "Accuracy, and how precisely we know it"). Its mean is the accuracy."""
     check.module(model)
-    if not isinstance(labels, Tensor) or labels.dim() != 1 or len(labels) != len(images):
-        raise ValueError(f"labels must be a 1-D tensor with one label per image "
-                         f"({len(images)}), got {check.describe(labels)}")  # fmt: skip
-    return predict(model, images).argmax(1) == labels
+    _check_data(images, labels)
+    logits = predict(model, images)
+    if logits.dim() != 2:
+        raise ValueError(f"model must return (N, classes) logits, got shape {tuple(logits.shape)}")
+    if labels.min() < 0 or labels.max() >= logits.shape[1]:
+        raise ValueError(f"labels must be class indices in 0..{logits.shape[1] - 1}, got "
+                         f"{int(labels.min())}..{int(labels.max())}")  # fmt: skip
+    return logits.argmax(1) == labels
 
 
 def paired_from_correct(right_a: Tensor, right_b: Tensor) -> PairedDifference:

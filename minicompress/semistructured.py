@@ -121,15 +121,43 @@ def pack_nm(w: Tensor, n: int = 2, m: int = 4) -> dict[str, Tensor]:
     }
 
 
+def _check_header(header: object) -> tuple[int, int, int, int]:
+    """(out, in, n, m) from a `pack_nm` header, each checked before anything is allocated."""
+    if not isinstance(header, Tensor) or header.shape != (4,) or header.is_floating_point():
+        raise TypeError(f"header must be an integer tensor (out, in, n, m), got "
+                        f"{check.describe(header)}")  # fmt: skip
+    rows, width, n, m = (int(v) for v in header)
+    check.integer(rows, "header's out", 1)
+    n, m = _check_pattern(n, m)
+    check.integer(width, "header's in", m)
+    if width % m:
+        raise ValueError(f"header's in = {width} is not a multiple of m = {m}")
+    return rows, width, n, m
+
+
 def unpack_nm(packed: Mapping[str, Tensor]) -> Tensor:
     """The dense (out, in) matrix back from `pack_nm`, exactly (chapter "Pruning, adapting
     and distilling a small language model", section "2:4 semi-structured sparsity")."""
     if not isinstance(packed, Mapping) or not {"values", "indices", "header"} <= set(packed):
         raise TypeError("packed must be a dict made by pack_nm (with 'values', 'indices' and "
                         "'header')")  # fmt: skip
-    rows, width, n, m = (int(v) for v in packed["header"])
-    index = _unpack_bits(packed["indices"], _index_bits(m), rows * width // m * n)
-    values = packed["values"].reshape(rows, width // m, n)
+    rows, width, n, m = _check_header(packed["header"])
+    indices, values = packed["indices"], packed["values"]
+    groups, bits = rows * width // m, _index_bits(m)
+    if not isinstance(indices, Tensor) or indices.dtype != torch.uint8 or indices.dim() != 1:
+        raise TypeError(f"indices must be a 1-D uint8 tensor, got {check.describe(indices)}")
+    if len(indices) != math.ceil(groups * n * bits / 8):  # the size is fixed by the header
+        raise ValueError(f"indices has {len(indices)} bytes; the header ({rows}×{width}, {n}:{m}) "
+                         f"needs {math.ceil(groups * n * bits / 8)}")  # fmt: skip
+    values = check.float_tensor(values, "values", nan=True, inf=True)
+    if values.numel() != groups * n:
+        raise ValueError(f"values has {values.numel()} entries; the header needs {groups * n}")
+    index = _unpack_bits(indices, bits, groups * n).view(groups, n)
+    # each group's positions: below m and strictly increasing (so no two share a position)
+    if (index >= m).any() or (index[:, 1:] <= index[:, :-1]).any():
+        raise ValueError(f"indices are corrupt: every group's {n} positions must be distinct, "
+                         f"increasing and below m = {m}")  # fmt: skip
+    values = values.reshape(rows, width // m, n)
     out = torch.zeros(rows, width // m, m, dtype=values.dtype)
     return out.scatter_(2, index.view(rows, width // m, n), values).view(rows, width)
 
@@ -141,4 +169,7 @@ def packed_nm_bytes(packed: Mapping[str, Tensor]) -> int:
     semi-structured sparsity")."""
     if not isinstance(packed, Mapping) or not {"values", "indices"} <= set(packed):
         raise TypeError("packed must be a dict made by pack_nm")
-    return sum(t.numel() * t.element_size() for k, t in packed.items() if k != "header")
+    parts = [packed["values"], packed["indices"]]
+    if not all(isinstance(t, Tensor) for t in parts):
+        raise TypeError("packed's values and indices must be tensors (from pack_nm)")
+    return sum(t.numel() * t.element_size() for t in parts)

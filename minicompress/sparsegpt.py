@@ -70,7 +70,9 @@ def sparsegpt_prune(
     λ = ``damp`` · mean(diag H) as in GPTQ. Give ``sparsity`` (unstructured: the columns are
     cut into blocks of the largest divisor of in that is ≤ ``block_size``; at the start of
     each block every row prunes its lowest-saliency weights, round(s·c₂) − round(s·c₁) of
-    block [c₁, c₂), so each row loses exactly round(s · in)) or ``pattern`` (n, m): at the
+    block [c₁, c₂), so each row loses exactly round(s · in); when in has no divisor of at
+    least half of ``block_size`` (a prime width), each row's mask is chosen once, over all
+    its columns) or ``pattern`` (n, m): at the
     start of every m columns each row keeps its n highest-saliency weights. Saliency
     w_c²/U_cc² is the OBS cost of zeroing w_c (module docstring); the pruned weights are
     then zeroed in column order by `minicompress.gptq.gptq_quantize`, each step moving
@@ -89,6 +91,10 @@ def sparsegpt_prune(
         raise ValueError(f"h is {len(u)}×{len(u)} but w has {columns} input columns")
     if pattern is None:
         width = _block_width(columns, block_size)
+        if 2 * width < min(block_size, columns):
+            # no divisor near block_size (a prime width, say): blocks of one or two columns
+            # would prune the same positions in every row; choose each row's mask once instead
+            width = columns
 
         def choose(saliency: Tensor, start: int) -> Tensor:
             count = round(sparsity * (start + width)) - round(sparsity * start)

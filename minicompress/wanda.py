@@ -68,7 +68,9 @@ def wanda_scores(w: Tensor, x: Tensor) -> Tensor:
     if x.dim() != 2 or x.shape[1] != w.shape[1]:
         raise ValueError(f"x must be (N, {w.shape[1]}) inputs of the layer, got shape "
                          f"{tuple(x.shape)}")  # fmt: skip
-    return w.abs() * torch.linalg.vector_norm(x.detach().to(w.dtype), dim=0)
+    # the norm in float32 at least: a half-precision sum of squares overflows to inf
+    work = torch.promote_types(w.dtype, torch.float32)
+    return w.abs().to(work) * torch.linalg.vector_norm(x.detach().to(work), dim=0)
 
 
 def row_mask(scores: Tensor, sparsity: float) -> Tensor:
@@ -106,6 +108,19 @@ def _mask(scores: Tensor, sparsity: float | None, pattern: tuple[int, int] | Non
     return row_mask(scores, sparsity) if pattern is None else nm_mask(scores, *pattern)
 
 
+def _check_prunable(model: nn.Module) -> None:
+    """Refuse a model whose blocks hold weights `prune_model` would silently skip."""
+    linears = block_linears(model)
+    other = [f"blocks.{n}" for n, m in model.blocks.named_modules()
+             if not isinstance(m, nn.Linear) and isinstance(getattr(m, "weight", None), Tensor)
+             and m.weight.dim() == 2]  # fmt: skip
+    if other:
+        raise TypeError(f"{other[0]} is a {type(model.get_submodule(other[0])).__name__}, not "
+                        "an nn.Linear: prune the float model first, then quantize it")  # fmt: skip
+    if not linears:
+        raise ValueError("model.blocks holds no nn.Linear to prune")
+
+
 def prune_model(
     model: nn.Module, tokens: Tensor | None, method: str, sparsity: float | None = None,
     pattern: tuple[int, int] | None = None, max_rows: int | None = None,
@@ -129,6 +144,7 @@ def prune_model(
     check.module(model)
     check.choice(method, "method", METHODS)
     pattern = _check_target(sparsity, pattern)
+    _check_prunable(model)
     if method == "magnitude":
         inputs = {}
     elif tokens is None:

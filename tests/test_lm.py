@@ -211,3 +211,15 @@ def test_distill_lm_bad_input():
         lm.distill_lm(model, other, TOKENS, CONFIG, progress=False)
     with pytest.raises(ValueError, match="alpha must be"):
         lm.distill_lm(model, small(1), TOKENS, CONFIG, alpha=1.5, progress=False)
+
+
+def test_a_non_finite_loss_stops_training_before_it_reaches_the_weights():
+    model = small()
+    with torch.no_grad():
+        model.head.weight.fill_(float("inf"))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    tokens = torch.randint(8, (16 * 5 + 1,), generator=torch.Generator().manual_seed(0))
+    with pytest.raises(FloatingPointError, match="loss became nan at step 0"):
+        lm.train_lm(model, tokens, lm.LMConfig(steps=2, batch_size=2, warmup=1), progress=False)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k

@@ -224,3 +224,14 @@ def test_qlora_base_is_smaller_than_the_float_base():
 def test_bad_arguments_raise_clear_errors(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+def test_merge_keeps_the_dtype_and_the_global_generator():
+    model = small().half()
+    adapted = lora.add_lora(model, 2)
+    state = torch.random.get_rng_state()
+    merged = lora.merge_lora(adapted)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert {p.dtype for p in merged.parameters()} == {torch.float16}
+    ids = torch.randint(12, (2, 16), generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(merged(ids), adapted(ids), atol=1e-2, rtol=1e-2)

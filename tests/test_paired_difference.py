@@ -92,5 +92,9 @@ def test_from_correct_rejects_bad_outcomes():
         paired_from_correct(ok, torch.tensor([True]))
     with pytest.raises(ValueError, match="right_a is empty"):
         paired_from_correct(torch.tensor([], dtype=torch.bool), ok)
-    with pytest.raises(ValueError, match="one label per image"):
+    with pytest.raises(ValueError, match=r"labels must have shape \(2,\)"):
         correct(nn.Linear(1, 3), torch.zeros(2, 1), torch.zeros(3, dtype=torch.long))
+    with pytest.raises(TypeError, match="labels must be an int64 tensor"):
+        correct(nn.Linear(1, 3), torch.zeros(2, 1), torch.zeros(2))
+    with pytest.raises(ValueError, match=r"class indices in 0..2, got 0..7"):
+        correct(nn.Linear(1, 3), torch.zeros(2, 1), torch.tensor([0, 7]))

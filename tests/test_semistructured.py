@@ -115,3 +115,27 @@ def test_bad_input_is_refused_with_clear_errors():
         packed_nm_bytes([1, 2])
     with pytest.raises(ValueError, match="value_bits must be an int >= 1"):
         nm_bits_per_weight(0)
+
+
+def test_unpack_refuses_corrupt_or_crafted_payloads():
+    w = torch.tensor([[1.0, 2.0, 0.0, 0.0, 0.0, 3.0, 0.0, 4.0]])
+    good = pack_nm(w)
+    torch.testing.assert_close(unpack_nm(good), w)
+    same_position = {**good, "indices": torch.zeros_like(good["indices"])}
+    with pytest.raises(ValueError, match="indices are corrupt"):
+        unpack_nm(same_position)  # would silently lose the 1.0
+    with pytest.raises(ValueError, match="indices has 2 bytes"):
+        unpack_nm({**good, "indices": torch.cat([good["indices"], good["indices"]])})
+    with pytest.raises(ValueError, match="values has 3 entries"):
+        unpack_nm({**good, "values": good["values"][:, :3]})
+    with pytest.raises(ValueError, match="m must be"):
+        unpack_nm({**good, "header": torch.tensor([1, 8, 2, 0])})
+    with pytest.raises(ValueError, match="not a multiple of m"):
+        unpack_nm({**good, "header": torch.tensor([1, 6, 2, 4])})
+    with pytest.raises(TypeError, match="header must be an integer tensor"):
+        unpack_nm({**good, "header": torch.tensor([1, 8])})
+    with pytest.raises(TypeError, match="1-D uint8"):
+        unpack_nm({**good, "indices": good["indices"].float()})
+    with pytest.raises(TypeError, match="values and indices must be tensors"):
+        packed_nm_bytes({"values": [1.0], "indices": good["indices"]})
+    assert packed_nm_bytes({**good, "extra": torch.zeros(100)}) == packed_nm_bytes(good)

@@ -109,3 +109,15 @@ def test_bad_input_is_refused_with_clear_errors():
         sparsegpt_prune(w, h, 2.0)
     with pytest.raises(TypeError, match="w must be a floating-point tensor"):
         sparsegpt_prune(w.long(), h, 0.5)
+
+
+def test_a_prime_width_still_chooses_each_rows_mask_by_saliency():
+    # 131 has no divisor near block_size: blocks of one column would prune the same
+    # positions in every row (column pruning); each row's mask is chosen once instead
+    x = correlated_inputs(400, 131)
+    w = weights(16, 131)
+    pruned = sparsegpt_prune(w, hessian(x), sparsity=0.5)
+    assert ((pruned == 0).sum(1) == round(0.5 * 131)).all()
+    assert (pruned == 0).all(0).sum() < 131 // 4  # not the same columns in every row
+    wanda = w * row_mask(wanda_scores(w, x), 0.5)
+    assert output_error(w, pruned, x) < output_error(w, wanda, x)

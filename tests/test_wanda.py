@@ -139,3 +139,19 @@ def test_bad_input_is_refused_with_clear_errors():
         magnitude_scores(torch.full((2, 2), torch.nan))
     with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
         prune_model("gpt", tokens, "magnitude", sparsity=0.5)
+
+
+def test_prune_model_refuses_a_quantized_model():
+    from minicompress.lora import quantize_base
+
+    model, tokens = tiny_model_and_tokens()
+    with pytest.raises(TypeError, match="prune the float model first"):
+        prune_model(quantize_base(model, 4, 16), None, "magnitude", 0.5)
+
+
+def test_wanda_scores_of_half_weights_do_not_overflow():
+    w = torch.randn(8, 16, generator=torch.Generator().manual_seed(0)).half()
+    x = torch.full((10_000, 16), 300.0)  # ‖x_j‖ = 30,000: its square overflows float16
+    scores = wanda_scores(w, x)
+    assert torch.isfinite(scores).all()
+    torch.testing.assert_close(scores, w.abs().float() * 30_000.0, rtol=1e-4, atol=0)
