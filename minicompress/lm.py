@@ -167,6 +167,7 @@ def distill_lm(
     Chapter "Pruning, adapting and distilling a small language model", section Distilling
     the language model.
     """
+    check.module(student, "student")
     check.module(teacher, "teacher")
     if teacher is student:
         raise ValueError("the teacher and the student are the same model; distillation trains "

@@ -53,7 +53,7 @@ def lora_parameters(m: int, n: int, r: int) -> int:
     """
     check.integer(m, "m", 1)
     check.integer(n, "n", 1)
-    check.integer(r, "r", 1)
+    check.integer(r, "r", 1, min(m, n))  # as LoRALinear: a rank above min(m, n) adds nothing
     return r * (m + n)
 
 
@@ -178,6 +178,9 @@ def add_lora(
     """
     check.module(model)
     check.integer(seed, "seed", 0)
+    if any(isinstance(m, LoRALinear) for m in model.modules()):
+        raise ValueError("model already has LoRA adapters: merge them first (merge_lora), "
+                         "or train the ones it has")  # fmt: skip
     names = _layers(model, names, (nn.Linear, QuantizedLinear))
     adapted = copy.deepcopy(model).requires_grad_(False)
     for i, name in enumerate(names):

@@ -223,3 +223,8 @@ def test_a_non_finite_loss_stops_training_before_it_reaches_the_weights():
         lm.train_lm(model, tokens, lm.LMConfig(steps=2, batch_size=2, warmup=1), progress=False)
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), k
+
+
+def test_distill_names_the_student_in_its_error():
+    with pytest.raises(TypeError, match="student"):
+        lm.distill_lm("student", small(), torch.zeros(40, dtype=torch.long))

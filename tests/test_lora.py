@@ -235,3 +235,11 @@ def test_merge_keeps_the_dtype_and_the_global_generator():
     assert {p.dtype for p in merged.parameters()} == {torch.float16}
     ids = torch.randint(12, (2, 16), generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(merged(ids), adapted(ids), atol=1e-2, rtol=1e-2)
+
+
+def test_refuses_adapting_twice_and_a_rank_above_the_matrix():
+    adapted = lora.add_lora(small(), 2)
+    with pytest.raises(ValueError, match="already has LoRA adapters"):
+        lora.add_lora(adapted, 2)
+    with pytest.raises(ValueError, match="r must be in 1..10"):
+        lora.lora_parameters(10, 20, 50)
