@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import sys
 import time
 
@@ -183,17 +182,16 @@ def kd_study(
         per_seed.append({"seed": seed, "text_only_bpc": round(s, 4), "distilled_bpc": round(k, 4),
                          "gap_closed": round(gap_closed(-s, -k, -teacher_bpc), 3)})  # fmt: skip
         _log("kd", per_seed[-1])
-    closed = torch.tensor([r["gap_closed"] for r in per_seed], dtype=torch.float64)
-    se = float(closed.std() / math.sqrt(len(closed))) if len(closed) > 1 else float("nan")
+    closed = lm.summarize(torch.tensor([r["gap_closed"] for r in per_seed], dtype=torch.float64))
     return {
         "teacher_bpc": round(teacher_bpc, 4),
         "student": {"d": d, "layers": layers,
                     "parameters": sum(p.numel() for p in _student(0, d, layers).parameters())},
         "steps": steps, "batch_size": batch_size, "temperature": temperature, "alpha": alpha,
         "per_seed": per_seed,
-        "gap_closed_mean": round(float(closed.mean()), 3),
-        "gap_closed_se": round(se, 3),
-        "positive_seeds": int((closed > 0).sum()),
+        "gap_closed_mean": round(closed.mean, 3),
+        "gap_closed_se": round(closed.standard_error, 3),
+        "positive_seeds": sum(r["gap_closed"] > 0 for r in per_seed),
     } | _seconds(*start)  # fmt: skip
 
 

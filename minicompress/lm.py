@@ -121,14 +121,15 @@ def _fit(
         starts = torch.randint(len(tokens) - context, (config.batch_size, 1), generator=generator)
         window = tokens[starts + offsets]  # (B, context + 1)
         loss = loss_fn(model(window[:, :-1]), window)
-        if not torch.isfinite(loss):  # before the step: the weights are still as they were
-            raise FloatingPointError(f"loss became {loss.item()} at step {step} (float16 weights, "
+        value = loss.item()
+        if not math.isfinite(value):  # before the step: the weights are still as they were
+            raise FloatingPointError(f"loss became {value} at step {step} (float16 weights, "
                                      "too high a learning rate or temperature?)")  # fmt: skip
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trained, 1.0)
         optimizer.step()
-        losses.append(loss.item())
+        losses.append(value)
     model.eval()
     return losses
 
