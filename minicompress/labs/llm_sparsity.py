@@ -283,7 +283,7 @@ def _explain_row_mask(got: Tensor, want: Tensor, scores: Tensor, sparsity: float
                       where: str) -> None:  # fmt: skip
     out, n = scores.shape
     k = round(sparsity * n)
-    if torch.equal(got, ~want):
+    if 2 * k != n and torch.equal(got, ~want):  # at 2k = n it is the largest pruned, below
         raise LabCheckError(f"{where}: the mask is inverted. True must mean *kept*.")
     removed = (~got).sum(1)
     if not bool((removed == removed[0]).all()):
@@ -306,9 +306,12 @@ def _explain_row_mask(got: Tensor, want: Tensor, scores: Tensor, sparsity: float
             f"{where}: every row lost {int(removed[0])} weights, expected k = round(sparsity "
             f"· in) = round({sparsity} · {n}) = {k}.{_count_hint(int(removed[0]), sparsity, n)}"
         )
-    if torch.equal(got, wanda.row_mask(-scores, 1 - k / n)):
-        raise LabCheckError(f"{where}: you pruned the *largest* scores of each row; prune the "
-                            "smallest, keep the largest.")  # fmt: skip
+    if torch.equal(got, wanda.row_mask(-scores, sparsity)):
+        inverted = " (or the mask is inverted: True must mean *kept*)" if 2 * k == n else ""
+        raise LabCheckError(f"{where}: you pruned the *largest* scores of each row{inverted}; "
+                            "prune the smallest, keep the largest.")  # fmt: skip
+    if torch.equal(got, ~want):
+        raise LabCheckError(f"{where}: the mask is inverted. True must mean *kept*.")
     values = torch.sort(scores, dim=1).values
     pruned = torch.where(~got, scores, torch.inf).sort(dim=1).values[:, :k]
     if torch.equal(pruned, values[:, :k]):
@@ -377,7 +380,8 @@ def _nm_mistakes(w: Tensor, n: int, m: int) -> list[tuple[Tensor, str]]:
     group = f"every group of m = {m} consecutive inputs of a row"
     mistakes = [
         (semistructured.nm_mask(-a, n, m), f"keeps the {n} *smallest* |w| of each group of "
-         f"{m}: keep the {n} largest"),
+         f"{m}: keep the {n} largest" + (" (or the mask is inverted: True must mean *kept*)"
+                                         if m == 2 * n else "")),
         (semistructured.nm_mask(w, n, m), "ranks the weights by w, not |w|: a large negative "
          "weight matters as much as a large positive one"),
         (strided(), "groups the inputs k, k + in/m, k + 2·in/m, … (strided: w.reshape(out, m, "
@@ -413,11 +417,11 @@ def check_nm_mask(fn: Callable[..., Tensor], seed: int = 0) -> None:
         want = nm_mask(w, n, m)
         if torch.equal(got, want):
             continue
-        if torch.equal(got, ~want):
-            raise LabCheckError(f"{where}: the mask is inverted. True must mean *kept*.")
         for value, why in _nm_mistakes(w, n, m):
             if torch.equal(got, value):
                 raise LabCheckError(f"{where}: your nm_mask {why}.")
+        if torch.equal(got, ~want):
+            raise LabCheckError(f"{where}: the mask is inverted. True must mean *kept*.")
         out, d = w.shape
         kept = got.view(out, d // m, m).sum(2)
         if not bool((kept == n).all()):
@@ -452,7 +456,7 @@ def check_nm_mask(fn: Callable[..., Tensor], seed: int = 0) -> None:
 
 def _lora_cases(seed: int) -> list[tuple[str, Tensor, Tensor, Tensor, float, int]]:
     """(what, w, a, b, alpha, rank): trained-looking adapters (B ≠ 0) whose update is as large
-    as W; α different from r and from 1, r > 1 (so that α/r, α, 1/r, r/α and 1 differ);
+    as W; r > 1 and α different from 1, r and r² (so that α/r, α, 1/r, r/α and 1 differ);
     square weights (B A transposed then has the right shape) and a bfloat16 one (the dtype
     must be kept)."""
     pick, draw, randn, _ = _drawer(seed)
@@ -465,7 +469,7 @@ def _lora_cases(seed: int) -> list[tuple[str, Tensor, Tensor, Tensor, float, int
 
     d = pick(12, 16)
     return [
-        case("square", d, d, pick(2, 4), pick(8.0, 16.0)),
+        case("square", d, d, pick(2, 4), pick(6.0, 10.0)),
         case("wide", draw(6, 10), pick(24, 32), pick(2, 3), pick(5.0, 12.0)),
         case("tall", pick(24, 32), draw(6, 10), pick(3, 4), pick(2.0, 6.0)),
         case("square, bfloat16", 8, 8, pick(2, 4), pick(1.5, 0.5), torch.bfloat16),
