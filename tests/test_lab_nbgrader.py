@@ -93,6 +93,19 @@ WRONG = {
             "    return w_max**alpha / x_max ** (1 - alpha)"
         ),
     },
+    "llm_sparsity_lab": {
+        "row_mask": (
+            "def row_mask(scores, sparsity):  # one threshold over the whole matrix\n"
+            "    k = round(sparsity * scores.numel())\n"
+            "    mask = torch.ones(scores.numel(), dtype=torch.bool)\n"
+            "    mask[torch.sort(scores.flatten(), stable=True).indices[:k]] = False\n"
+            "    return mask.view_as(scores)"
+        ),
+        "merge_lora": (
+            "def merge_lora(w, a, b, alpha, rank):  # the alpha / rank scale forgotten\n"
+            "    return w + b @ a"
+        ),
+    },
     "distillation_lab": {
         "kd_loss": (
             "def kd_loss(student_logits, teacher_logits, targets, temperature, alpha):\n"
@@ -117,6 +130,7 @@ SCORES = {
     "lowrank_lab": (4, 3, 0),
     "storage_lab": (3, 2, 0),
     "llm_quantization_lab": (7, 5, 0),
+    "llm_sparsity_lab": (6, 3, 0),
 }
 
 
