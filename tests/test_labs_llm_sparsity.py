@@ -190,6 +190,13 @@ def row_mask_ties_last(scores, sparsity):
     return row_mask_ok(flipped, sparsity).flip(1)
 
 
+def row_mask_threshold(scores, sparsity):  # every score equal to the k-th is pruned
+    k = round(sparsity * scores.shape[1])
+    if k == 0:
+        return torch.ones_like(scores, dtype=torch.bool)
+    return scores > scores.kthvalue(k, dim=1, keepdim=True).values
+
+
 def row_mask_in_place(scores, sparsity):
     mask = row_mask_ok(scores, sparsity)
     scores.mul_(mask)
@@ -207,6 +214,7 @@ WRONG_ROW = [
     (lambda s, p: ~row_mask_ok(s, 1 - p), "inverted"),  # the right count, inverted
     (lambda s, p: row_mask_ok(-s, p), r"pruned the \*largest\*"),
     (row_mask_ties_last, "among equal scores"),
+    (row_mask_threshold, "a threshold per row prunes all or none"),
     (lambda s, p: row_mask_ok(s, p).float(), r"\.bool\(\)"),
     (lambda s, p: row_mask_ok(s, p)[:, 1:], "returned shape"),
     (row_mask_in_place, "modified its argument `scores`"),

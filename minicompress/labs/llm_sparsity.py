@@ -103,9 +103,9 @@ def merge_lora(w: Tensor, a: Tensor, b: Tensor, alpha: float, rank: int) -> Tens
 # ---- shared helpers --------------------------------------------------------------------------
 
 
-def _drawer(seed: int):
-    """(pick, draw, randn) on one ``torch.Generator(seed)``: a choice among options, an int in
-    [low, high], a standard normal tensor."""
+def _drawer(seed: int) -> tuple[Callable, Callable, Callable, torch.Generator]:
+    """(pick, draw, randn, generator) on one ``torch.Generator(seed)``: a choice among options,
+    an int in [low, high], a standard normal tensor, and the generator itself."""
     gen = torch.Generator().manual_seed(seed)
 
     def pick(*options):
@@ -298,8 +298,9 @@ def _explain_row_mask(got: Tensor, want: Tensor, scores: Tensor, sparsity: float
         raise LabCheckError(
             f"{where}: row {a} lost {int(removed[a])} weights, row {b} lost {int(removed[b])}"
             f": every row must lose k = round(sparsity · in) = {k}. A threshold or sort over "
-            "the whole matrix prunes rows of small scores entirely; Wanda compares the weights "
-            "within each output row (sort along dim=1)."
+            "the whole matrix prunes rows of small scores entirely (Wanda compares the weights "
+            "within each output row); a threshold per row prunes all or none of the scores "
+            "equal to it. Sort each row (dim=1) and prune exactly its first k."
         )
     if int(removed[0]) != k:
         raise LabCheckError(
