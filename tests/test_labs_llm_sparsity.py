@@ -205,10 +205,11 @@ def row_mask_in_place(scores, sparsity):
 
 WRONG_ROW = [
     (row_mask_global, "every row must lose"),
-    (row_mask_columns, r"within each \*column\*|every row must lose"),
+    (row_mask_columns, r"within each \*column\*"),
     (_prune_count(math.ceil), "math.ceil gives"),
     (_prune_count(int), r"int\(\) gives"),
-    (_prune_count(lambda v: math.floor(v + 0.5)), "half to even"),
+    (_prune_count(lambda v: math.floor(v + 0.5)), r"rounds \.5 up .*half to even"),
+    (_prune_count(lambda v: int(v + 0.5)), r"rounds \.5 up .*half to even"),
     (lambda s, p: row_mask_ok(s, 1 - p), r"share \*pruned\*"),
     (lambda s, p: ~row_mask_ok(s, p), "inverted"),
     (lambda s, p: ~row_mask_ok(s, 1 - p), "inverted"),  # the right count, inverted
@@ -227,11 +228,29 @@ def test_row_mask_mistakes_are_named(fn, message):
         check_row_mask(fn)
 
 
-def test_row_mask_ranked_down_the_columns_is_named_on_the_square_case():
-    scores = torch.rand(8, 8, generator=torch.Generator().manual_seed(0))
-    with pytest.raises(LabCheckError, match=r"within each \*column\*"):
-        lab._explain_row_mask(row_mask_columns(scores, 0.5), lab.row_mask(scores, 0.5),
-                              scores, 0.5, "row_mask")  # fmt: skip
+@pytest.mark.parametrize("seed", SEEDS)
+def test_row_mask_ranked_down_the_columns_is_named_on_the_first_case(seed):
+    what, scores, _ = lab._row_cases(seed)[0]
+    assert scores.shape[0] != scores.shape[1]  # not square: the mask still has the shape
+    with pytest.raises(LabCheckError, match=rf"\[{what}\].*within each \*column\*"):
+        check_row_mask(row_mask_columns, seed=seed)
+
+
+def test_row_mask_count_hint_names_half_up_rounding_and_round_half_to_even():
+    # 0.125 · 20 = 2.5: ceil and floor(x + 0.5) both give 3, round() gives 2
+    hint = lab._count_hint(3, 0.125, 20)
+    assert "rounds .5 up (math.ceil or floor(x + 0.5)) to 3" in hint
+    assert "round(2.5) = 2" in hint and "math.ceil gives" not in hint
+    assert "math.ceil gives 4" in lab._count_hint(4, 0.33, 10)  # 3.3: ceil only
+    assert "int() gives 3" in lab._count_hint(3, 0.3, 12)  # 3.6: int only
+
+
+def test_row_mask_cases_reach_both_ends_of_the_sparsity_range():
+    for seed in SEEDS:
+        sparsities = {p for _, _, p in lab._row_cases(seed)}
+        assert {0.0, 1.0} <= sparsities
+    scores = torch.rand(3, 5, generator=torch.Generator().manual_seed(0))
+    assert not lab.row_mask(scores, 1.0).any() and lab.row_mask(scores, 0.0).all()
 
 
 # ---- 3. nm_mask ------------------------------------------------------------------------------
@@ -297,6 +316,8 @@ def merge_in_place(w, a, b, alpha, rank):
 WRONG_MERGE = [
     (lambda w, a, b, alpha, r: w + (alpha / r) * (a.T @ b.T), r"\(B A\)ᵀ = Aᵀ Bᵀ"),
     (lambda w, a, b, alpha, r: w + b @ a, r"forgot the scale α/r"),
+    (lambda w, a, b, alpha, r: w + (alpha // r) * (b @ a), r"α // r or int\(α/r\) gives"),
+    (lambda w, a, b, alpha, r: w + int(alpha / r) * (b @ a), r"α // r or int\(α/r\) gives"),
     (lambda w, a, b, alpha, r: w + (r / alpha) * (b @ a), "scales by r/α"),
     (lambda w, a, b, alpha, r: w + alpha * (b @ a), "scales by α alone"),
     (lambda w, a, b, alpha, r: w + (b @ a) / r, "scales by 1/r alone"),
@@ -334,3 +355,21 @@ def test_reference_rejects_bad_arguments():
         lab.nm_mask(torch.full((2, 4), math.nan))
     with pytest.raises(ValueError, match="not a multiple of m = 4"):
         lab.nm_mask(torch.zeros(2, 6))
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_merge_lora_integer_scale_is_named_on_the_first_case(seed):
+    what, *_, alpha, rank = lab._lora_cases(seed)[0]
+    assert math.floor(alpha / rank) not in (0, 1, alpha / rank)
+    for fn in (lambda w, a, b, alpha, r: w + (alpha // r) * (b @ a),
+               lambda w, a, b, alpha, r: w + int(alpha / r) * (b @ a)):  # fmt: skip
+        with pytest.raises(LabCheckError, match=rf"\[{what}\].*rounds the scale down"):
+            check_merge_lora(fn, seed=seed)
+
+
+def test_merge_lora_integer_scale_of_one_names_both_mistakes():
+    w, a, b = torch.randn(4, 6), torch.randn(2, 6), torch.randn(4, 2)
+    whys = [why for value, why in lab._lora_mistakes(w, a, b, 3.0, 2)
+            if torch.allclose(value, (w + b @ a).double())]  # fmt: skip
+    assert whys[0].startswith("forgot the scale α/r, or rounds the scale down")
+    assert "gives 1 instead of 3/2 = 1.5" in whys[0]

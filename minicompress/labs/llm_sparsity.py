@@ -243,7 +243,7 @@ def _row_cases(seed: int) -> list[tuple[str, Tensor, float]]:
     """(what, scores, sparsity): rows whose scores differ by two decades (a threshold over the
     whole matrix then prunes rows unevenly), counts sparsity · in with fractional parts
     below, above and exactly ½, a square matrix (ranking down the columns keeps the shape),
-    repeated scores (ties), and sparsity 0."""
+    repeated scores (ties), and sparsities 0 and 1 (the ends of the range 0 ≤ sparsity ≤ 1)."""
     pick, draw, randn, gen = _drawer(seed)
 
     def scores(out: int, n: int) -> Tensor:
@@ -261,18 +261,24 @@ def _row_cases(seed: int) -> list[tuple[str, Tensor, float]]:
         ("repeated scores", ties, pick(0.5, 0.6)),
         ("sparsity 0", scores(draw(3, 5), pick(8, 12)), 0.0),
         ("wide", scores(draw(3, 6), pick(48, 64)), pick(0.6, 0.7, 0.55)),
+        ("sparsity 1", scores(draw(3, 5), pick(8, 12)), 1.0),
     ]
 
 
 def _count_hint(removed: int, sparsity: float, n: int) -> str:
-    """Why ``removed`` differs from round(sparsity · n): ceil, int, ½ rounded up, 1 − s."""
+    """Why ``removed`` differs from round(sparsity · n): ½ rounded up, ceil, int, 1 − s."""
     exact, k = sparsity * n, round(sparsity * n)
-    for name, value in (("math.ceil", math.ceil(exact)), ("int()", int(exact)),
-                        ("floor(x + 0.5)", math.floor(exact + 0.5))):  # fmt: skip
+    half_up = math.floor(exact + 0.5)
+    if removed == half_up != k:
+        how = ("math.ceil or floor(x + 0.5)" if math.ceil(exact) == half_up
+               else "floor(x + 0.5) or int(x + 0.5)")  # fmt: skip
+        return (f" sparsity · in = {exact:.4g}: your count rounds .5 up ({how}) to {half_up}; "
+                f"Python's round() rounds half to even: round({exact:.4g}) = {k}, the count "
+                "the reference prunes.")  # fmt: skip
+    for name, value in (("math.ceil", math.ceil(exact)), ("int()", int(exact))):
         if value != k and removed == value:
-            half = " (half to even: round(2.5) = 2, as torch.round)" if exact % 1 == 0.5 else ""
-            return (f" sparsity · in = {exact:.4g}: {name} gives {value}; the reference prunes "
-                    f"round({exact:.4g}) = {k}{half}.")  # fmt: skip
+            return (f" sparsity · in = {exact:.4g}: {name} gives {value}; the reference "
+                    f"prunes round({exact:.4g}) = {k}.")  # fmt: skip
     if removed == n - k and k != n - k:
         return (f" You kept round(sparsity · in) = {k} and pruned the rest: sparsity is the "
                 "share *pruned*.")  # fmt: skip
@@ -289,11 +295,12 @@ def _explain_row_mask(got: Tensor, want: Tensor, scores: Tensor, sparsity: float
     if not bool((removed == removed[0]).all()):
         a, b = int(removed.argmin()), int(removed.argmax())
         per_column = (~got).sum(0)
-        if out == n and bool((per_column == round(sparsity * out)).all()):
+        # ranked down the columns (dim=0): round(sparsity · out) pruned in every column
+        if bool((per_column == round(sparsity * out)).all()):
             raise LabCheckError(
-                f"{where}: you ranked the scores within each *column* (over the outputs): "
-                f"compare the {n} inputs of each output row, and prune k = round(sparsity · "
-                "in) in every row (sort along dim=1)."
+                f"{where}: you ranked the scores within each *column* (over the {out} outputs, "
+                f"dim=0): compare the {n} inputs of each output row, and prune k = "
+                "round(sparsity · in) in every row (sort along dim=1)."
             )
         raise LabCheckError(
             f"{where}: row {a} lost {int(removed[a])} weights, row {b} lost {int(removed[b])}"
@@ -332,8 +339,8 @@ def _explain_row_mask(got: Tensor, want: Tensor, scores: Tensor, sparsity: float
 def check_row_mask(fn: Callable[[Tensor, float], Tensor], seed: int = 0) -> None:
     """Check ``fn(scores, sparsity) -> bool mask``: k = round(sparsity · in) smallest pruned in
     every row, ties in position order; naming a ranking over the whole matrix or down the
-    columns, the wrong count (ceil, int, kept instead of pruned), the largest pruned, an
-    inverted mask and ties broken the other way."""
+    columns, the wrong count (.5 rounded up, ceil, int, kept instead of pruned), the largest
+    pruned, an inverted mask and ties broken the other way."""
     cases = _row_cases(seed)
     for what, scores, sparsity in cases:
         where = f"row_mask(scores {_shape(scores.shape)} [{what}], sparsity={sparsity})"
@@ -458,7 +465,8 @@ def check_nm_mask(fn: Callable[..., Tensor], seed: int = 0) -> None:
 def _lora_cases(seed: int) -> list[tuple[str, Tensor, Tensor, Tensor, float, int]]:
     """(what, w, a, b, alpha, rank): trained-looking adapters (B ≠ 0) whose update is as large
     as W; r > 1 and α different from 1, r and r² (so that α/r, α, 1/r, r/α and 1 differ);
-    square weights (B A transposed then has the right shape) and a bfloat16 one (the dtype
+    first α/r = 2.5 or 3.5 (α // r, an integer scale, is then neither α/r, 0 nor 1); square
+    weights (B A transposed then has the right shape) and a bfloat16 one (the dtype
     must be kept)."""
     pick, draw, randn, _ = _drawer(seed)
 
@@ -470,7 +478,7 @@ def _lora_cases(seed: int) -> list[tuple[str, Tensor, Tensor, Tensor, float, int
 
     d = pick(12, 16)
     return [
-        case("square", d, d, pick(2, 4), pick(6.0, 10.0)),
+        case("square", d, d, rank := pick(2, 4), pick(2.5, 3.5) * rank),
         case("wide", draw(6, 10), pick(24, 32), pick(2, 3), pick(5.0, 12.0)),
         case("tall", pick(24, 32), draw(6, 10), pick(3, 4), pick(2.0, 6.0)),
         case("square, bfloat16", 8, 8, pick(2, 4), pick(1.5, 0.5), torch.bfloat16),
@@ -481,7 +489,14 @@ def _lora_mistakes(w: Tensor, a: Tensor, b: Tensor, alpha: float, rank: int):
     s = alpha / rank
     ba = b.double() @ a.double()
     w = w.double()
-    mistakes = [
+    mistakes = []
+    if s != math.floor(s):  # before "forgot the scale": α // r = 1 gives W + B A as well
+        either = "forgot the scale α/r, or " if math.floor(s) == 1 else ""
+        mistakes.append((w + math.floor(s) * ba, f"{either}rounds the scale down: the scale α/r is "
+                         f"a float, and α // r or int(α/r) gives "
+                         f"{math.floor(s)} instead of {alpha:g}/{rank} = {s:g}; the update is "
+                         "(α/r)·B A"))  # fmt: skip
+    mistakes += [
         (w + ba, f"forgot the scale α/r = {alpha:g}/{rank} = {s:g}: the update is (α/r)·B A"),
         (w + (rank / alpha) * ba, "scales by r/α: the update is (α/r)·B A"),
         (w + alpha * ba, "scales by α alone: the update is (α/r)·B A, α divided by the rank"),
@@ -497,8 +512,8 @@ def _lora_mistakes(w: Tensor, a: Tensor, b: Tensor, alpha: float, rank: int):
 
 def check_merge_lora(fn: Callable[..., Tensor], seed: int = 0) -> None:
     """Check ``fn(w, a, b, alpha, rank) -> merged``: W + (α/r)·B A in W's dtype; naming B A
-    transposed (on square weights), the scale α/r forgotten or inverted, the update alone or
-    subtracted, and a changed dtype."""
+    transposed (on square weights), the scale α/r forgotten, rounded down or inverted, the
+    update alone or subtracted, and a changed dtype."""
     cases = _lora_cases(seed)
     for what, w, a, b, alpha, rank in cases:
         where = (f"merge_lora(w {_shape(w.shape)} [{what}], a {_shape(a.shape)}, b "
