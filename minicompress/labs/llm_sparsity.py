@@ -10,7 +10,7 @@ calibration inputs X (N, in), one row per token:
 - ``row_mask(scores, sparsity) -> mask``: in every row separately, prune the
   k = round(sparsity · in) smallest scores (Python's ``round``, half to even), ties pruned
   in position order (the earlier first), True where kept: `minicompress.wanda.row_mask`;
-- ``nm_mask(w, n=2, m=4) -> mask``: keep the n largest |w| of every group of m consecutive
+- ``nm_mask(w, n=2, m=4) -> mask``: keep the n largest ``|w|`` of every group of m consecutive
   inputs of a row, ties going to the earlier position: `minicompress.semistructured.nm_mask`
   of ``|w|`` (non-negative scores, such as Wanda's, can be passed as ``w``);
 - ``merge_lora(w, a, b, alpha, rank) -> merged``: W + (α/r)·B A for A (r, in) and B (out, r),
@@ -66,10 +66,10 @@ def row_mask(scores: Tensor, sparsity: float) -> Tensor:
 
 
 def nm_mask(w: Tensor, n: int = 2, m: int = 4) -> Tensor:
-    """True where kept: the n largest |w| of every m consecutive inputs of each row of ``w``
+    """True where kept: the n largest ``|w|`` of every m consecutive inputs of each row of ``w``
     (out, in), ties to the earlier position (chapter "Pruning, adapting and distilling a
     small language model", section "2:4 semi-structured sparsity").
-    `minicompress.semistructured.nm_mask` of |w|."""
+    `minicompress.semistructured.nm_mask` of ``|w|``."""
     w = check.float_tensor(w, "w", inf=True, why="magnitudes of NaN cannot be ranked")
     return semistructured.nm_mask(w.abs(), n, m)
 
@@ -203,7 +203,7 @@ def _wanda_mistakes(w: Tensor, x: Tensor) -> list[tuple[Tensor, str]]:
 def check_wanda_scores(fn: Callable[[Tensor, Tensor], Tensor], seed: int = 0) -> None:
     """Check ``fn(w, x) -> scores`` (out, in): ``|W_ij|·‖X[:, j]‖₂``, naming the norm over the
     wrong axis (per sample, or put on the rows), the squared norm or score, the L1 norm or
-    mean, |W| alone, and a missing absolute value."""
+    mean, ``|W|`` alone, and a missing absolute value."""
     cases = _wanda_cases(seed)
     for what, w, x in cases:
         where = f"wanda_scores(w {_shape(w.shape)}, x {_shape(x.shape)} [{what}])"
@@ -360,7 +360,7 @@ def check_row_mask(fn: Callable[[Tensor, float], Tensor], seed: int = 0) -> None
 def _nm_cases(seed: int) -> list[tuple[str, Tensor, int, int]]:
     """(what, w, n, m): large negative weights (ranking by w drops them), a square weight
     with out a multiple of m (groups down the columns keep the shape), weights that take
-    few values (ties in |w|, also between w and −w), other patterns than 2:4."""
+    few values (ties in ``|w|``, also between w and −w), other patterns than 2:4."""
     pick, draw, randn, gen = _drawer(seed)
     d = 4 * pick(4, 5)
     signed = randn(draw(4, 8), 32) * 0.1
@@ -412,8 +412,8 @@ def _nm_mistakes(w: Tensor, n: int, m: int) -> list[tuple[Tensor, str]]:
 
 
 def check_nm_mask(fn: Callable[..., Tensor], seed: int = 0) -> None:
-    """Check ``fn(w, n, m) -> bool mask``: the n largest |w| of every m consecutive inputs of a
-    row, ties to the earlier position; naming the smallest kept, w for |w|, groups down the
+    """Check ``fn(w, n, m) -> bool mask``: the n largest ``|w|`` of every m consecutive inputs of a
+    row, ties to the earlier position; naming the smallest kept, w for ``|w|``, groups down the
     columns or strided, n/m of each row, n and m ignored or swapped."""
     cases = _nm_cases(seed)
     for what, w, n, m in cases:
