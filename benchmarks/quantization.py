@@ -9,8 +9,9 @@
   ONNX Runtime's static int8 (``backends.onnx_int8``). Each against float32, the same
   model in PyTorch, on the same test images at batch 1 and 256: the speed-up is the median
   over rounds of the float32 median latency over the median over rounds of the int8 one,
-  all in this run; in each round every contestant is timed once, in an order rotated from
-  round to round, so that a change of load hits them all (``per_round`` and its spread show
+  all in this run; in each round every contestant is timed (the median of 100 calls at
+  batch 1, of 15 at batch 256), in an order rotated from round to round, so that a change
+  of load hits them all (``per_round`` and its spread show
   how much it moved). ``best`` names the fastest engine per (model, batch); the drop in
   accuracy is measured on the 10 000 test images with its paired standard error.
   ``onnxruntime_fp32`` (ONNX Runtime on the float graph) is a reference, not a contestant:
@@ -33,21 +34,24 @@ in the JSON):
   ``vpmaddubsw`` (products of byte pairs, adjacent pairs added into *saturating* int16),
   ``vpmaddwd`` against ones (adjacent int16 pairs into int32), ``vpaddd`` to accumulate:
   three instructions for 32 multiply–adds in a 256-bit register, against float32's 8 in one
-  FMA, so about 1.3× more multiply–adds per instruction, and the int16 step can saturate
-  (why the x86 engine quantizes activations to 7 bits, and why ONNX Runtime warns of
-  overflow in u8s8 products on such CPUs). Expect well under 3× at batch 256 there.
+  FMA: about 1.3× more multiply–adds per instruction (per cycle depends on how many of
+  each the core issues), and the int16 step can saturate (why the x86 engine quantizes
+  activations to 7 bits, and why ONNX Runtime documents an overflow risk in u8s8 products
+  on such CPUs). Issue #21 measured 1.36× for LeNet-5 at batch 256 on an AVX2 CPU.
 - **x86 with VNNI** (``avx512_vnni``, or ``avx_vnni`` on 256-bit registers):
   ``vpdpbusd`` multiplies four uint8 × int8 pairs, sums them and adds them into each int32
   lane in one instruction, with no int16 step: 4× the multiply–adds of a float32 FMA of
   the same width.
 - **AMX** (``amx_int8``: Intel Xeon from Sapphire Rapids, 4th generation Xeon Scalable):
   tile instructions multiply whole blocks of int8 matrices; oneDNN, one of the two
-  libraries under PyTorch's x86 engine, has int8 kernels for them.
+  libraries under PyTorch's x86 engine, has int8 kernels for them (whether a layer as small
+  as LeNet's gets one is the engine's choice, not checked here).
 - **Batch 1**, on every CPU: a LeNet image is microseconds of arithmetic, so fixed costs
   per operator (dispatch, quantizing the input, requantizing outputs) dominate, and int8
   does not shrink them; a runtime with less overhead per call wins there whatever the
   precision (compare ``onnxruntime`` with ``onnxruntime_fp32``).
-- ``qnnpack`` is a mobile-optimized library (ARM NEON); on x86 it is a fallback.
+- ``qnnpack`` is PyTorch's mobile-optimized engine (the default on ARM); on x86 it is
+  measured for completeness (the slowest of the three on the AMD EPYC this was written on).
 - On ARM no VNNI flag is read (its dot-product instructions are not detected here), so the
   VNNI target is ``null``.
 
@@ -55,7 +59,8 @@ Sources: Intel's instruction reference (VPMADDUBSW, VPDPBUSD), oneDNN's "Nuances
 computations" and its CPU ISA list (``avx512_core_amx``), Intel's "x86 quantization
 backend" article (PyTorch 2.0), ONNX Runtime's change #12088 (u8s8 overflow without VNNI).
 
-The last line printed is one JSON object. Timings depend on the machine and its load.
+The last line printed is one JSON object. Timings depend on the machine and its load: on a
+busy machine the rounds disagree (``per_round``), so quote figures from a quiet one.
 """
 
 from __future__ import annotations
