@@ -4,6 +4,8 @@ Chapter "Quantization", § "Real int8 speed" and § "Where production went", mea
 
 - `default_engine`: the quantized engine to use on this machine, ``x86`` (fbgemm
   underneath) where PyTorch has it, else ``qnnpack`` (ARM: Apple Silicon, Raspberry Pi);
+- `quantized_engine`: a ``with`` block inside which a given engine is the active one (a
+  model converted for ``qnnpack`` must also run under ``qnnpack``);
 - `torch_int8`: PyTorch's own int8 CPU kernels through FX graph mode post-training
   quantization. ``torch.ao.quantization`` is
   deprecated in favour of torchao, but it is still the stock eager-CPU int8 path;
@@ -21,6 +23,8 @@ from __future__ import annotations
 import copy
 import tempfile
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -28,7 +32,10 @@ from torch import Tensor, nn
 
 from minicompress import _validate as check
 
-__all__ = ["OnnxModel", "default_engine", "export_onnx", "onnx_int8", "torch_int8", "torchao_int8"]
+__all__ = [
+    "OnnxModel", "default_engine", "export_onnx", "onnx_int8", "quantized_engine", "torch_int8",
+    "torchao_int8",
+]  # fmt: skip
 
 _ENGINE_PREFERENCE = ("x86", "qnnpack")  # x86: fbgemm + onednn; qnnpack: ARM (and x86 too)
 
@@ -51,6 +58,27 @@ def default_engine() -> str:
     )
 
 
+@contextmanager
+def quantized_engine(name: str) -> Iterator[str]:
+    """Inside the ``with`` block, ``name`` is ``torch.backends.quantized.engine``; on leaving
+    it (normally or by an exception) the engine that was active before is restored.
+
+    The engine is global state: int8 weights are packed for the engine that is active when
+    the model is converted (`torch_int8`), and some quantized operators (max pooling, for one)
+    choose their kernel by the engine active when they run, so a model converted for
+    ``qnnpack`` is timed and evaluated under ``quantized_engine("qnnpack")``
+    (§ "Real int8 speed on this CPU"). Raises ValueError for an engine this PyTorch build
+    does not have (``torch.backends.quantized.supported_engines``).
+    """
+    check.choice(name, "engine", list(torch.backends.quantized.supported_engines))
+    previous = torch.backends.quantized.engine
+    torch.backends.quantized.engine = name
+    try:
+        yield name
+    finally:
+        torch.backends.quantized.engine = previous
+
+
 def _check_model_and_images(model: nn.Module, images: Tensor, name: str = "images") -> None:
     check.module(model)
     check.float_tensor(images, name)
@@ -68,9 +96,10 @@ def torch_int8(
     whose ranges are observed on ``calibration`` (a histogram observer), ReLU fused into
     the preceding layer. ``engine=None`` takes `default_engine`; ``engine="x86"``
     quantizes activations to 7 bits (``reduce_range``) so that fbgemm's int16 intermediate
-    sums cannot saturate (§ "Integer-only inference"). The returned model runs on the
-    engine that is active when it is called; the previously active engine is restored
-    before returning.
+    sums cannot saturate (§ "Integer-only inference"). The returned model's weights
+    are packed for ``engine``, but some of its operators run the engine that is active when
+    it is called: time it inside ``quantized_engine(engine)``. The previously active engine
+    is restored before returning.
     """
     from torch.ao.quantization import get_default_qconfig_mapping
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
@@ -82,22 +111,17 @@ def torch_int8(
         raise ValueError(
             f"engine {engine!r} is not available; have {torch.backends.quantized.supported_engines}"
         )
-    previous = torch.backends.quantized.engine
-    torch.backends.quantized.engine = engine
-    try:
-        with warnings.catch_warnings():  # torch.ao.quantization's deprecation notices
-            warnings.simplefilter("ignore", DeprecationWarning)
-            warnings.filterwarnings("ignore", "Please use quant_min", UserWarning)
-            prepared = prepare_fx(
-                copy.deepcopy(model).eval(),
-                get_default_qconfig_mapping(engine),
-                example_inputs=(calibration[:1],),
-            )
-            for start in range(0, len(calibration), batch_size):
-                prepared(calibration[start : start + batch_size])
-            return convert_fx(prepared)
-    finally:
-        torch.backends.quantized.engine = previous
+    with quantized_engine(engine), warnings.catch_warnings():  # deprecation notices
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.filterwarnings("ignore", "Please use quant_min", UserWarning)
+        prepared = prepare_fx(
+            copy.deepcopy(model).eval(),
+            get_default_qconfig_mapping(engine),
+            example_inputs=(calibration[:1],),
+        )
+        for start in range(0, len(calibration), batch_size):
+            prepared(calibration[start : start + batch_size])
+        return convert_fx(prepared)
 
 
 def export_onnx(model: nn.Module, example: Tensor, path: str | Path) -> Path:

@@ -70,3 +70,33 @@ def test_backends_reject_bad_arguments(tmp_path):
         backends.torchao_int8("model")
     with pytest.raises(FileNotFoundError, match="no ONNX file"):
         backends.OnnxModel(tmp_path / "missing.onnx")
+
+
+def test_quantized_engine_is_active_inside_and_restored_after():
+    before = torch.backends.quantized.engine
+    other = next(e for e in torch.backends.quantized.supported_engines if e != before)
+    with backends.quantized_engine(other) as name:
+        assert name == other == torch.backends.quantized.engine
+    assert torch.backends.quantized.engine == before
+    with pytest.raises(RuntimeError, match="inside"), backends.quantized_engine(other):
+        raise RuntimeError("raised inside the block")
+    assert torch.backends.quantized.engine == before  # restored on an exception too
+
+
+def test_qnnpack_model_runs_under_quantized_engine_close_to_float():
+    if "qnnpack" not in torch.backends.quantized.supported_engines:
+        pytest.skip("this PyTorch build has no qnnpack engine")
+    model, x = _model_and_data()
+    before = torch.backends.quantized.engine
+    q = backends.torch_int8(model, x, engine="qnnpack")
+    with torch.no_grad(), backends.quantized_engine("qnnpack"):
+        out = q(x)
+    _close_to_float(out, model(x).detach(), 0.05)
+    assert torch.backends.quantized.engine == before
+
+
+def test_quantized_engine_rejects_an_unknown_engine():
+    before = torch.backends.quantized.engine
+    with pytest.raises(ValueError, match="engine must be one of"), backends.quantized_engine("tpu"):
+        pass
+    assert torch.backends.quantized.engine == before
