@@ -54,18 +54,10 @@ def prune_2_4(model: nn.Module) -> nn.Module:
 
 def one_step_memory(model: nn.Module, tokens: Tensor, batch_size: int) -> dict:
     """Bytes held after one AdamW step on ``model``'s trainable parameters: predicted and
-    measured (`lora.predicted_finetune_memory`, `lora.finetune_memory`)."""
-    model = copy.deepcopy(model)
-    trained = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trained, lr=1e-3)
-    window = tokens[: batch_size * (model.context + 1)].view(batch_size, -1)
-    logits = model(window[:, :-1])
-    torch.nn.functional.cross_entropy(logits.flatten(0, 1), window[:, 1:].flatten()).backward()
-    optimizer.step()
-    predicted = lora.predicted_finetune_memory(model)
-    measured = lora.finetune_memory(model, optimizer)
+    measured (`lora.memory_after_one_step`)."""
+    predicted, measured = lora.memory_after_one_step(model, tokens, batch_size)
     return {
-        "trainable_parameters": sum(p.numel() for p in trained),
+        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "predicted_bytes": predicted.total,
         "measured_bytes": measured.total,
         "frozen_bytes": measured.frozen,
@@ -151,9 +143,7 @@ def lora_recovery(
 
 
 def _student(seed: int, d: int, layers: int) -> TinyGPT:
-    with torch.random.fork_rng():  # TinyGPT draws its initial weights from the global RNG
-        torch.manual_seed(seed)
-        return TinyGPT(d=d, layers=layers, heads=4 if d % 4 == 0 else 1)
+    return TinyGPT.seeded(seed, d=d, layers=layers, heads=4 if d % 4 == 0 else 1)
 
 
 def kd_study(

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from minicompress import _validate as check
 from minicompress.groupwise import dequantize_groups, pack_groups, quantize_groups, unpack_groups
+from minicompress.lm import _check_tokens, _context
 
 __all__ = [
     "FinetuneMemory",
@@ -39,6 +40,7 @@ __all__ = [
     "adapter_parameters",
     "finetune_memory",
     "lora_parameters",
+    "memory_after_one_step",
     "merge_lora",
     "predicted_finetune_memory",
     "quantize_base",
@@ -327,3 +329,30 @@ def finetune_memory(model: nn.Module, optimizer: torch.optim.Optimizer) -> Finet
     state = [t for s in optimizer.state.values() for t in s.values() if isinstance(t, Tensor)]
     parts = (frozen, trainable, grads, state)
     return FinetuneMemory(*(sum(_nbytes(t) for t in ts) for ts in parts))
+
+
+def memory_after_one_step(
+    model: nn.Module, tokens: Tensor, batch_size: int = 16
+) -> tuple[FinetuneMemory, FinetuneMemory]:
+    """(predicted, measured) bytes held after one AdamW step on a copy of ``model``.
+
+    The step trains what ``model`` leaves trainable (all of it, or only its adapters) on
+    ``batch_size`` consecutive windows of ``model.context + 1`` tokens from the start of
+    ``tokens`` (next-character cross-entropy), so that gradients and optimizer state exist;
+    then `predicted_finetune_memory` and `finetune_memory` are taken. ``model`` itself is
+    not changed. Chapter "Pruning, adapting and distilling a small language model",
+    § "QLoRA".
+    """
+    context = _context(model)
+    check.integer(batch_size, "batch_size", 1)
+    need = batch_size * (context + 1)
+    if len(_check_tokens(tokens, context)) < need:
+        raise ValueError(f"tokens has {len(tokens)} tokens; one step needs batch_size × "
+                         f"(context + 1) = {need}")  # fmt: skip
+    model = copy.deepcopy(model)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad])
+    window = tokens[:need].view(batch_size, context + 1)
+    logits = model(window[:, :-1])
+    F.cross_entropy(logits.flatten(0, 1), window[:, 1:].flatten()).backward()
+    optimizer.step()
+    return predicted_finetune_memory(model), finetune_memory(model, optimizer)

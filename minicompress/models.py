@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from minicompress import _validate as check
+
 __all__ = ["MLP", "LeNet300100", "LeNet5", "TinyGPT"]
 
 
@@ -189,6 +191,21 @@ class TinyGPT(nn.Module):
         self.ln_f = nn.LayerNorm(d)
         self.head = nn.Linear(d, vocab, bias=False)
         self.apply(self._init)
+
+    @classmethod
+    def seeded(cls, seed: int, **shape: int) -> TinyGPT:
+        """A fresh TinyGPT whose initial weights are drawn with ``torch.manual_seed(seed)``,
+        leaving the global random state as it was (``torch.random.fork_rng``).
+
+        Two calls with the same seed and shape give the same weights: the text-only and the
+        distilled student of chapter "Pruning, adapting and distilling a small language
+        model", § "Distilling the language model", start from the same point. ``shape`` are
+        the constructor's arguments (vocab, context, d, layers, heads).
+        """
+        check.integer(seed, "seed", 0)
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            return cls(**shape)
 
     @staticmethod
     def _init(module: nn.Module) -> None:

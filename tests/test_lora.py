@@ -192,6 +192,21 @@ def test_finetune_memory_derived_equals_measured_after_one_adamw_step(how):
     assert measured.optimizer == 8 * p + 4 * len(trained)  # two moments, one step counter
 
 
+@pytest.mark.parametrize("how", ["full", "lora", "qlora"])
+def test_memory_after_one_step_is_predicted_and_leaves_the_model_alone(how):
+    model = small()
+    if how != "full":
+        model = lora.add_lora(lora.quantize_base(model, 4, 16) if how == "qlora" else model, 2)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    tokens = torch.randint(12, (4 * 17,), generator=torch.Generator().manual_seed(0))
+    predicted, measured = lora.memory_after_one_step(model, tokens, batch_size=4)
+    assert predicted == measured
+    p = sum(t.numel() for t in model.parameters() if t.requires_grad)
+    assert measured.gradients == 4 * p  # the step ran: every trainable tensor has a gradient
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(t.grad is None for t in model.parameters())
+
+
 def test_qlora_base_is_smaller_than_the_float_base():
     model = small()
     masks = sum(b.numel() for b in model.buffers())  # the attention masks, 1 byte each
@@ -219,6 +234,22 @@ def test_qlora_base_is_smaller_than_the_float_base():
         (lambda: lora.QuantizedLinear(nn.Conv2d(1, 1, 1)), TypeError, "linear must be"),
         (lambda: lora.finetune_memory(small(), "adam"), TypeError, "optimizer must be"),
         (lambda: lora.predicted_finetune_memory(small(), moments=-1), ValueError, "moments"),
+        (
+            lambda: lora.memory_after_one_step(nn.Linear(2, 2), torch.zeros(99, dtype=torch.long)),
+            TypeError,
+            "context",
+        ),
+        (lambda: lora.memory_after_one_step(small(), torch.zeros(40)), TypeError, "int64"),
+        (
+            lambda: lora.memory_after_one_step(small(), torch.zeros(40, dtype=torch.long)),
+            ValueError,
+            "batch_size × \\(context \\+ 1\\) = 272",
+        ),
+        (
+            lambda: lora.memory_after_one_step(small(), torch.zeros(999, dtype=torch.long), 0),
+            ValueError,
+            "batch_size must be",
+        ),
     ],
 )
 def test_bad_arguments_raise_clear_errors(call, error, match):

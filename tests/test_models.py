@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from minicompress.measure import count_parameters
-from minicompress.models import MLP, LeNet5, LeNet300100
+from minicompress.models import MLP, LeNet5, LeNet300100, TinyGPT
 
 
 def test_lenet300_has_the_papers_266610_parameters():
@@ -61,3 +61,15 @@ def test_linear_classifier_is_allowed(build):
 def test_bad_widths_are_rejected(build):
     with pytest.raises(ValueError, match="positive integers"):
         build()
+
+
+def test_seeded_tiny_gpt_repeats_its_weights_and_leaves_the_global_generator():
+    state = torch.random.get_rng_state()
+    a = TinyGPT.seeded(3, vocab=12, context=8, d=8, layers=1, heads=2)
+    b = TinyGPT.seeded(3, vocab=12, context=8, d=8, layers=1, heads=2)
+    c = TinyGPT.seeded(4, vocab=12, context=8, d=8, layers=1, heads=2)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters(), strict=True))
+    assert not torch.equal(a.head.weight, c.head.weight)
+    with pytest.raises(ValueError, match="seed must be"):
+        TinyGPT.seeded(-1)
