@@ -11,7 +11,10 @@ Chapter "Knowledge distillation" derives each piece:
 - at high temperature with zero-mean logits, q_i − p_i ≈ (z_i − v_i)/(C·T) for C classes,
   so the soft gradient tends to α·(z_i − v_i)/(C·N): distillation becomes logit matching;
 - the training loop (`distill`), with the teacher's logits computed once (`teacher_logits`),
-  and the share of the teacher–student gap it closes (`gap_closed`).
+  and the share of the teacher–student gap it closes (`gap_closed`);
+- a transfer set beyond the labelled images: every shifted copy of them (`shifted_copies`),
+  each labelled by the teacher's logits on the shifted image itself, and images without
+  labels, which only the soft term uses (``labels=None`` with α = 1).
 
 The teacher's output is the student's *target*, never its input, and the student's own
 output must appear in the loss (course erratum 10).
@@ -28,7 +31,7 @@ from torch import Tensor, nn
 from minicompress import _validate as check
 from minicompress.train import TrainConfig, fit, predict
 
-__all__ = ["distill", "gap_closed", "kd_loss", "soft_targets", "teacher_logits"]
+__all__ = ["distill", "gap_closed", "kd_loss", "shifted_copies", "soft_targets", "teacher_logits"]
 
 
 def _check_logits(logits: object, what: str) -> Tensor:
@@ -138,7 +141,7 @@ def distill(
     student: nn.Module,
     teacher: nn.Module | Tensor,
     images: Tensor,
-    labels: Tensor,
+    labels: Tensor | None,
     config: TrainConfig,
     temperature: float = 4.0,
     alpha: float = 0.9,
@@ -152,6 +155,10 @@ def distill(
     without gradients, by `teacher_logits`) or those logits already computed, a float
     tensor of shape (N, C) whose row k belongs to ``images[k]``. Training is
     `minicompress.train.fit` with the same seeding: the same config gives the same student.
+
+    ``labels=None`` is allowed for ``alpha=1`` (the soft term only): the transfer set may then
+    hold images nobody labelled, which only the teacher's outputs describe (Hinton et al.
+    2015 §2).
     """
     check.module(student, "student")
     if teacher is student:
@@ -171,15 +178,45 @@ def distill(
         raise TypeError(f"teacher must be a torch.nn.Module or a tensor of its logits, got "
                         f"{type(teacher).__name__}")  # fmt: skip
     temperature, alpha = check.temperature(temperature), check.probability(alpha, "alpha")
-    labels = _check_targets(labels, len(cached), cached.shape[1])
+    if labels is None:
+        if alpha != 1:
+            raise ValueError(f"labels may be None only for alpha = 1 (soft term only), got "
+                             f"alpha = {alpha}")  # fmt: skip
+    else:
+        labels = _check_targets(labels, len(cached), cached.shape[1])
     # fit shuffles the batches and hands loss_fn (images[idx], labels[idx]): passing the
     # example indices as the "labels" lets each batch find its targets and teacher logits.
     index = torch.arange(len(cached))
 
     def loss_fn(model: nn.Module, x: Tensor, idx: Tensor) -> Tensor:
-        return kd_loss(model(x), cached[idx], labels[idx], temperature, alpha)
+        targets = None if labels is None else labels[idx]
+        return kd_loss(model(x), cached[idx], targets, temperature, alpha)
 
     return fit(student, images, index, config, loss_fn=loss_fn, progress=progress)
+
+
+def shifted_copies(images: Tensor, pixels: int) -> Tensor:
+    """Every image moved by every integer shift of at most ``pixels`` = p in each direction,
+    zeros filling the border it leaves (§ "Caching the teacher"): the (2p + 1)² copies
+
+    ``out[k·N + n, c, i, j] = images[n, c, i + dy_k, j + dx_k]``  (0 outside the image),
+
+    with (dy_k, dx_k) running over {−p, …, p}² in row-major order, so copy k = p(2p + 2) is
+    the unshifted one. These are the 28×28 crops of the image padded by p zeros. Augmenting
+    with random shifts draws from exactly this finite set: the teacher's logits on it,
+    computed once on the shifted images themselves (`teacher_logits`), are the targets it
+    would give each augmented batch.
+    """
+    check.float_tensor(images, "images", empty=True, inf=True)
+    if images.ndim != 4 or images.shape[0] == 0:
+        raise ValueError(f"images must have shape (N, C, H, W) with N >= 1, got "
+                         f"{tuple(images.shape)}")  # fmt: skip
+    height, width = images.shape[2:]
+    p = check.integer(pixels, "pixels", 0, min(height, width) - 1)
+    padded = F.pad(images, (p, p, p, p))  # (N, C, H + 2p, W + 2p)
+    crops = [padded[:, :, p + dy : p + dy + height, p + dx : p + dx + width]
+             for dy in range(-p, p + 1) for dx in range(-p, p + 1)]  # fmt: skip
+    return torch.cat(crops)  # (K·N, C, H, W), copy k in rows k·N ... k·N + N − 1
 
 
 def gap_closed(scratch: float, distilled: float, teacher: float) -> float:

@@ -12,7 +12,14 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minicompress.distillation import distill, gap_closed, kd_loss, soft_targets, teacher_logits
+from minicompress.distillation import (
+    distill,
+    gap_closed,
+    kd_loss,
+    shifted_copies,
+    soft_targets,
+    teacher_logits,
+)
 from minicompress.models import MLP
 from minicompress.train import TrainConfig, fit
 
@@ -368,3 +375,69 @@ def test_distill_rejects_bad_input(trained_teacher):
         distill(student(), trained_teacher, x, y + 4, config, progress=False)
     with pytest.raises(ValueError, match="same shape"):  # a 10-class student, 4-class teacher
         distill(MLP((8,)), trained_teacher, x, y, config, progress=False)
+
+
+def test_distill_without_labels_is_the_soft_term_alone(trained_teacher):
+    """labels=None (a transfer set nobody labelled) gives the student that α = 1 gives with
+    any labels: the hard term is absent either way."""
+    x, y = blobs()
+    config = TrainConfig(epochs=2, lr=0.05, batch_size=32, seed=5)
+    unlabelled, labelled = student(), student()
+    distill(unlabelled, trained_teacher, x, None, config, 3.0, 1.0, progress=False)
+    distill(labelled, trained_teacher, x, (y + 1) % 4, config, 3.0, 1.0, progress=False)
+    for name, value in unlabelled.state_dict().items():
+        torch.testing.assert_close(value, labelled.state_dict()[name], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="None only for alpha = 1"):
+        distill(student(), trained_teacher, x, None, config, 3.0, 0.9, progress=False)
+
+
+# ---- the shifted transfer set --------------------------------------------------------------
+
+
+def shifted_reference(image: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """out[c, i, j] = image[c, i + dy, j + dx], 0 outside: written out pixel by pixel."""
+    channels, height, width = image.shape
+    out = torch.zeros_like(image)
+    for c in range(channels):
+        for i in range(height):
+            for j in range(width):
+                if 0 <= i + dy < height and 0 <= j + dx < width:
+                    out[c, i, j] = image[c, i + dy, j + dx]
+    return out
+
+
+@pytest.mark.parametrize("pixels", [0, 1, 2])
+def test_shifted_copies_are_every_shift_in_row_major_order(pixels):
+    g = torch.Generator().manual_seed(pixels)
+    images = torch.rand(3, 2, 6, 5, generator=g)
+    out = shifted_copies(images, pixels)
+    shifts = [(dy, dx) for dy in range(-pixels, pixels + 1) for dx in range(-pixels, pixels + 1)]
+    assert out.shape == (len(shifts) * 3, 2, 6, 5)
+    for k, (dy, dx) in enumerate(shifts):
+        for n in range(3):
+            torch.testing.assert_close(out[k * 3 + n], shifted_reference(images[n], dy, dx),
+                                       rtol=0, atol=0)  # fmt: skip
+    middle = pixels * (2 * pixels + 2)  # the unshifted copy
+    assert torch.equal(out[middle * 3 : middle * 3 + 3], images)
+
+
+def test_shifted_copies_match_the_teacher_on_each_shifted_batch(trained_teacher):
+    """The cached logits of the copies are what the teacher says about each shifted image."""
+    x, _ = blobs(n=16)
+    copies = shifted_copies(x, 1)
+    cached = teacher_logits(trained_teacher, copies)
+    with torch.no_grad():
+        for k, (dy, dx) in enumerate((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)):
+            moved = torch.stack([shifted_reference(image, dy, dx) for image in x])
+            torch.testing.assert_close(cached[k * 16 : k * 16 + 16], trained_teacher(moved))
+
+
+def test_shifted_copies_reject_bad_input():
+    with pytest.raises(ValueError, match=r"shape \(N, C, H, W\)"):
+        shifted_copies(torch.zeros(4, 28, 28), 1)
+    with pytest.raises(TypeError, match="floating-point"):
+        shifted_copies(torch.zeros(4, 1, 28, 28, dtype=torch.int64), 1)
+    with pytest.raises(ValueError, match=r"pixels must be in 0..27"):
+        shifted_copies(torch.zeros(4, 1, 28, 28), 28)
+    with pytest.raises(TypeError, match="pixels must be an int"):
+        shifted_copies(torch.zeros(4, 1, 28, 28), 1.0)
