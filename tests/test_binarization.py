@@ -32,13 +32,14 @@ from minicompress.binarization import (
     unpack_bits,
     xnor_matmul,
     xnor_matmul_numba,
+    xnor_matmul_numba_blocked,
     xnor_scale,
 )
 
 try:
     import numba  # noqa: F401
 
-    KERNELS = [xnor_matmul, xnor_matmul_numba]
+    KERNELS = [xnor_matmul, xnor_matmul_numba, xnor_matmul_numba_blocked]
 except ImportError:
     KERNELS = [xnor_matmul]
 
@@ -283,11 +284,58 @@ def test_numba_kernel_compiles_to_a_popcount_instruction():
     assert re.search(r"\bpopcnt", asm) or "vpopcnt" in asm
 
 
+def test_blocked_kernel_equals_the_reference_on_random_inputs_serial_and_parallel():
+    pytest.importorskip("numba")
+    import numba
+
+    threads = numba.get_num_threads()
+    try:
+        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+        for m, n, batch in [(1, 1, 1), (3, 65, 2), (4, 64, 1), (9, 200, 5), (37, 1000, 3)]:
+            a, b = signs(batch, n, seed=m), signs(m, n, seed=m + 1)
+            pa, pb = pack_bits(a), pack_bits(b)
+            expected = xnor_matmul(pa, pb, n)
+            assert torch.equal(xnor_matmul_numba_blocked(pa, pb, n), expected)
+            assert torch.equal(xnor_matmul_numba_blocked(pa, pb, n, parallel=True), expected)
+            assert torch.equal(xnor_matmul_numba(pa, pb, n), expected)
+    finally:
+        numba.set_num_threads(threads)
+
+
+def test_blocked_kernel_reads_noncontiguous_operands_and_checks_parallel():
+    pytest.importorskip("numba")
+    pa, pb = pack_bits(signs(6, 300)), pack_bits(signs(10, 300, seed=1))
+    expected = xnor_matmul(pa, pb, 300)
+    got = xnor_matmul_numba_blocked(pa[::2], pb.t().contiguous().t(), 300)
+    assert torch.equal(got, expected[::2])
+    with pytest.raises(TypeError, match="parallel must be a bool"):
+        xnor_matmul_numba_blocked(pa, pb, 300, parallel=1)
+
+
+def test_blocked_kernel_vectorises_popcount_where_the_cpu_has_vpopcntdq():
+    pytest.importorskip("numba")
+    if "avx512_vpopcntdq" not in _cpu_flags():
+        pytest.skip("needs AVX-512 VPOPCNTDQ")
+    xnor_matmul_numba_blocked(pack_bits(signs(1, 1024)), pack_bits(signs(8, 1024)), 1024)
+    kernel = B._blocked_kernels[False]
+    asm = kernel.inspect_asm(kernel.signatures[0])
+    assert re.search(r"vpopcntq\s[^\n]*%zmm", asm)  # 8 words per instruction
+
+
+def _cpu_flags() -> set[str]:
+    from minicompress.measure import _cpu
+
+    return _cpu()[1]
+
+
 def test_missing_numba_names_the_install_command(monkeypatch):
     monkeypatch.setitem(sys.modules, "numba", None)  # makes `import numba` raise ImportError
     monkeypatch.setattr(B, "_numba_kernel", None)
     with pytest.raises(ImportError, match=r"pip install -c constraints.txt numba"):
         xnor_matmul_numba(pack_bits(signs(1, 8)), pack_bits(signs(1, 8)), 8)
+    monkeypatch.setattr(B, "_blocked_kernels", {})
+    with pytest.raises(ImportError, match=r"pip install -c constraints.txt numba"):
+        xnor_matmul_numba_blocked(pack_bits(signs(1, 8)), pack_bits(signs(1, 8)), 8)
 
 
 # ---- ternary and power-of-two weights -------------------------------------------------------
