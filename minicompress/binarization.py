@@ -17,7 +17,9 @@ Chapter "Binarization" derives each piece:
   x·y = 2·popcount(xnor(x, y)) − n = n − 2·popcount(x ⊕ y), exact for any n; in plain
   PyTorch (no popcount instruction, so slow), and `xnor_matmul_numba` compiled with numba
   to the CPU's ``popcnt`` instruction, and `xnor_matmul_numba_blocked`, 4 output features
-  per pass so that LLVM vectorises the popcounts (``vpopcntq`` with AVX-512 VPOPCNTDQ);
+  per pass so that LLVM vectorises the popcounts (``vpopcntq`` with AVX-512 VPOPCNTDQ),
+  and `xnor_matmul_numba_word_major`, the weight's words stored transposed so that the
+  vector runs over output features;
 - neighbours: `ternarize` (TWN, Li & Liu 2016) and `power_of_two_quantize`
   (``w_q = sign(w)·2^round(log2|w|)``, Miyashita et al. 2016), done correctly — the seed
   posts' ``sign(x)·2^(sign(x)·floor(log2|x|))`` is course erratum 8.
@@ -57,6 +59,7 @@ __all__ = [
     "xnor_matmul",
     "xnor_matmul_numba",
     "xnor_matmul_numba_blocked",
+    "xnor_matmul_numba_word_major",
     "xnor_scale",
 ]
 
@@ -388,6 +391,7 @@ def xnor_matmul(a_packed: Tensor, b_packed: Tensor, n: int) -> Tensor:
 
 _numba_kernel = None
 _blocked_kernels: dict[bool, object] = {}  # parallel -> compiled kernel
+_word_major_kernels: dict[bool, object] = {}  # parallel -> compiled kernel
 BLOCK = 4  # output features per pass over an activation row in `xnor_matmul_numba_blocked`
 
 
@@ -490,6 +494,51 @@ def _compile_blocked_kernel(parallel: bool):
     return split if parallel else serial
 
 
+def _compile_word_major_kernel(parallel: bool):
+    """Build `xnor_matmul_numba_word_major`'s kernel: the vector runs over output features.
+
+    With the weight stored word-major, ``bt[k, j]`` = word k of weight row j, the words k
+    of 8 consecutive features j sit side by side: one activation word x = a[i, k],
+    broadcast, is xor-ed with 8 weight rows per ``vpxorq``, popcounted by one ``vpopcntq``
+    and added to 8 running counts (``m`` int64 counts, 8 KiB at m = 1024, stay in L1). The
+    loop over j is as long as the layer is wide, so LLVM vectorises it fully, and no sum
+    across a vector is ever needed.
+    """
+    numba, popcount = _numba_popcount()
+
+    @numba.njit(nogil=True, fastmath=True, cache=False)
+    def features(a, bt, n, last_mask, out, start, stop):  # out[:, start:stop], zeroed
+        batch, words = a.shape
+        for i in range(batch):
+            counts = out[i]
+            for k in range(words):
+                x = a[i, k]
+                for j in range(start, stop):  # xor, popcount, add over features: vectorised
+                    counts[j] += popcount(x ^ bt[k, j])
+            for j in range(start, stop):  # counts -> dot products, without the bits past n
+                c = counts[j]
+                if last_mask != -1:
+                    c -= popcount((a[i, words - 1] ^ bt[words - 1, j]) & ~last_mask)
+                counts[j] = n - 2 * c
+
+    @numba.njit(nogil=True, cache=False)
+    def serial(a, bt, n, last_mask):
+        out = np.zeros((a.shape[0], bt.shape[1]), dtype=np.int64)
+        features(a, bt, n, last_mask, out, 0, bt.shape[1])
+        return out
+
+    @numba.njit(parallel=True, nogil=True, cache=False)
+    def split(a, bt, n, last_mask):  # output features in contiguous chunks, one per thread
+        out = np.zeros((a.shape[0], bt.shape[1]), dtype=np.int64)
+        chunks, m = numba.get_num_threads(), bt.shape[1]
+        per = -(-m // (chunks * 8)) * 8  # a multiple of 8 features: whole vectors
+        for t in numba.prange(chunks):
+            features(a, bt, n, last_mask, out, min(t * per, m), min((t + 1) * per, m))
+        return out
+
+    return split if parallel else serial
+
+
 def xnor_matmul_numba(a_packed: Tensor, b_packed: Tensor, n: int) -> Tensor:
     """`xnor_matmul` compiled by numba to hardware popcount; same arguments, same result.
 
@@ -530,6 +579,32 @@ def xnor_matmul_numba_blocked(
     if kernel is None:
         kernel = _blocked_kernels[parallel] = _compile_blocked_kernel(parallel)
     out = kernel(a.contiguous().numpy(), b.contiguous().numpy(), n, _last_word_mask(n))
+    return torch.from_numpy(out)
+
+
+def xnor_matmul_numba_word_major(
+    a_packed: Tensor, bt_packed: Tensor, n: int, parallel: bool = False
+) -> Tensor:
+    """`xnor_matmul` with the weight's packed words stored word-major: ``bt = b_packedᵀ``.
+
+    ``bt_packed`` is (⌈n/64⌉, N), ``pack_bits(b).T.contiguous()``, laid out once, offline,
+    like the packing itself. y_ij = n − 2·Σ_k popcount(a_ik ⊕ bt_kj) (§ "The popcount
+    identity"), with the vector running over the output features j: each activation word
+    is broadcast and xor-ed with 8 weight rows per instruction, and the counts need no sum
+    across a vector (the fastest kernel here at batch 1; see `binary_roofline`). Returns
+    (M, N) int64, equal to ``xnor_matmul(a_packed, bt_packed.T, n)``. ``parallel`` as in
+    `xnor_matmul_numba_blocked`. Needs numba.
+    """
+    if isinstance(bt_packed, Tensor) and bt_packed.ndim == 2:
+        a, _, n = _check_matmul(a_packed, bt_packed.T, n)  # the same checks, on (N, words)
+    else:
+        a, _, n = _check_matmul(a_packed, bt_packed, n)  # raises: not a 2-d int64 tensor
+    if not isinstance(parallel, bool):
+        raise TypeError(f"parallel must be a bool, got {type(parallel).__name__}")
+    kernel = _word_major_kernels.get(parallel)
+    if kernel is None:
+        kernel = _word_major_kernels[parallel] = _compile_word_major_kernel(parallel)
+    out = kernel(a.contiguous().numpy(), bt_packed.contiguous().numpy(), n, _last_word_mask(n))
     return torch.from_numpy(out)
 
 

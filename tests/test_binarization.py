@@ -33,13 +33,25 @@ from minicompress.binarization import (
     xnor_matmul,
     xnor_matmul_numba,
     xnor_matmul_numba_blocked,
+    xnor_matmul_numba_word_major,
     xnor_scale,
 )
+
+
+def word_major(a_packed: torch.Tensor, b_packed: torch.Tensor, n: int) -> torch.Tensor:
+    """`xnor_matmul_numba_word_major` on the row-major operands the other kernels take."""
+    bt = (
+        b_packed.T.contiguous()
+        if isinstance(b_packed, torch.Tensor) and b_packed.ndim == 2
+        else b_packed
+    )
+    return xnor_matmul_numba_word_major(a_packed, bt, n)
+
 
 try:
     import numba  # noqa: F401
 
-    KERNELS = [xnor_matmul, xnor_matmul_numba, xnor_matmul_numba_blocked]
+    KERNELS = [xnor_matmul, xnor_matmul_numba, xnor_matmul_numba_blocked, word_major]
 except ImportError:
     KERNELS = [xnor_matmul]
 
@@ -284,7 +296,7 @@ def test_numba_kernel_compiles_to_a_popcount_instruction():
     assert re.search(r"\bpopcnt", asm) or "vpopcnt" in asm
 
 
-def test_blocked_kernel_equals_the_reference_on_random_inputs_serial_and_parallel():
+def test_fast_kernels_equal_the_reference_on_random_inputs_serial_and_parallel():
     pytest.importorskip("numba")
     import numba
 
@@ -297,12 +309,15 @@ def test_blocked_kernel_equals_the_reference_on_random_inputs_serial_and_paralle
             expected = xnor_matmul(pa, pb, n)
             assert torch.equal(xnor_matmul_numba_blocked(pa, pb, n), expected)
             assert torch.equal(xnor_matmul_numba_blocked(pa, pb, n, parallel=True), expected)
+            bt = pb.T.contiguous()
+            assert torch.equal(xnor_matmul_numba_word_major(pa, bt, n), expected)
+            assert torch.equal(xnor_matmul_numba_word_major(pa, bt, n, parallel=True), expected)
             assert torch.equal(xnor_matmul_numba(pa, pb, n), expected)
     finally:
         numba.set_num_threads(threads)
 
 
-def test_blocked_kernel_reads_noncontiguous_operands_and_checks_parallel():
+def test_fast_kernels_read_noncontiguous_operands_and_check_their_arguments():
     pytest.importorskip("numba")
     pa, pb = pack_bits(signs(6, 300)), pack_bits(signs(10, 300, seed=1))
     expected = xnor_matmul(pa, pb, 300)
@@ -310,16 +325,22 @@ def test_blocked_kernel_reads_noncontiguous_operands_and_checks_parallel():
     assert torch.equal(got, expected[::2])
     with pytest.raises(TypeError, match="parallel must be a bool"):
         xnor_matmul_numba_blocked(pa, pb, 300, parallel=1)
+    assert torch.equal(xnor_matmul_numba_word_major(pa, pb.T, 300), expected)  # a strided bt
+    with pytest.raises(TypeError, match="parallel must be a bool"):
+        xnor_matmul_numba_word_major(pa, pb.T, 300, parallel=None)
+    with pytest.raises(ValueError, match="words per row"):
+        xnor_matmul_numba_word_major(pa, pb, 300)  # row-major by mistake: 5 words vs 10
 
 
-def test_blocked_kernel_vectorises_popcount_where_the_cpu_has_vpopcntdq():
+def test_fast_kernels_vectorise_popcount_where_the_cpu_has_vpopcntdq():
     pytest.importorskip("numba")
     if "avx512_vpopcntdq" not in _cpu_flags():
         pytest.skip("needs AVX-512 VPOPCNTDQ")
     xnor_matmul_numba_blocked(pack_bits(signs(1, 1024)), pack_bits(signs(8, 1024)), 1024)
-    kernel = B._blocked_kernels[False]
-    asm = kernel.inspect_asm(kernel.signatures[0])
-    assert re.search(r"vpopcntq\s[^\n]*%zmm", asm)  # 8 words per instruction
+    xnor_matmul_numba_word_major(pack_bits(signs(1, 1024)), pack_bits(signs(8, 1024)).T, 1024)
+    for kernel in (B._blocked_kernels[False], B._word_major_kernels[False]):
+        asm = kernel.inspect_asm(kernel.signatures[0])
+        assert re.search(r"vpopcntq\s[^\n]*%zmm", asm)  # 8 words per instruction
 
 
 def _cpu_flags() -> set[str]:
@@ -334,8 +355,10 @@ def test_missing_numba_names_the_install_command(monkeypatch):
     with pytest.raises(ImportError, match=r"pip install -c constraints.txt numba"):
         xnor_matmul_numba(pack_bits(signs(1, 8)), pack_bits(signs(1, 8)), 8)
     monkeypatch.setattr(B, "_blocked_kernels", {})
-    with pytest.raises(ImportError, match=r"pip install -c constraints.txt numba"):
-        xnor_matmul_numba_blocked(pack_bits(signs(1, 8)), pack_bits(signs(1, 8)), 8)
+    monkeypatch.setattr(B, "_word_major_kernels", {})
+    for kernel in (xnor_matmul_numba_blocked, xnor_matmul_numba_word_major):
+        with pytest.raises(ImportError, match=r"pip install -c constraints.txt numba"):
+            kernel(pack_bits(signs(1, 8)), pack_bits(signs(1, 8)), 8)
 
 
 # ---- ternary and power-of-two weights -------------------------------------------------------
