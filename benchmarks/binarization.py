@@ -57,6 +57,7 @@ from minicompress.binarization import (
     xnor_matmul_numba_word_major,
 )
 from minicompress.binary_roofline import AVX512_VPOPCNTDQ, SCALAR_POPCNT, xnor_roofline
+from minicompress.lowbit_matmul import cache_sizes
 from minicompress.train import TrainConfig, evaluate, fit
 
 HIDDEN = (512, 512)
@@ -287,6 +288,7 @@ def roofline_report(rounds: int = ROUNDS) -> dict:
         "kernel repeated inside numba (no Python call); call_us: the public function; "
         "fraction_of_limit_kernel: limit_us / kernel_us; the machine may be shared (see load)",
         "has_avx512_vpopcntdq": has_vpopcntdq,
+        "caches": cache_sizes(),  # the 131,072 bytes of packed weights fit L2?
         "ghz_measured": round(ghz, 3),
         "clock_assumption": "imul r64 latency 3 cycles + add 1 (x86 since Sandy Bridge, AMD Zen)",
         "l2_read_gb_s": round(med["l2_read_gb_s"], 1),

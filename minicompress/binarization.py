@@ -595,16 +595,22 @@ def xnor_matmul_numba_word_major(
     (M, N) int64, equal to ``xnor_matmul(a_packed, bt_packed.T, n)``. ``parallel`` as in
     `xnor_matmul_numba_blocked`. Needs numba.
     """
-    if isinstance(bt_packed, Tensor) and bt_packed.ndim == 2:
-        a, _, n = _check_matmul(a_packed, bt_packed.T, n)  # the same checks, on (N, words)
-    else:
-        a, _, n = _check_matmul(a_packed, bt_packed, n)  # raises: not a 2-d int64 tensor
+    a, bt = _check_packed(a_packed, "a_packed"), _check_packed(bt_packed, "bt_packed")
+    if a.ndim != 2 or bt.ndim != 2:
+        raise ValueError(f"a_packed and bt_packed must be 2-d, got shapes {tuple(a.shape)} and "
+                         f"{tuple(bt.shape)}")  # fmt: skip
+    if a.shape[1] != bt.shape[0]:
+        raise ValueError(
+            f"a_packed has {a.shape[1]} words per row but bt_packed (words, N) has "
+            f"{bt.shape[0]}: store the weight as pack_bits(b).T.contiguous()"
+        )
+    n = _check_n(n, a.shape[1])
     if not isinstance(parallel, bool):
         raise TypeError(f"parallel must be a bool, got {type(parallel).__name__}")
     kernel = _word_major_kernels.get(parallel)
     if kernel is None:
         kernel = _word_major_kernels[parallel] = _compile_word_major_kernel(parallel)
-    out = kernel(a.contiguous().numpy(), bt_packed.contiguous().numpy(), n, _last_word_mask(n))
+    out = kernel(a.contiguous().numpy(), bt.contiguous().numpy(), n, _last_word_mask(n))
     return torch.from_numpy(out)
 
 

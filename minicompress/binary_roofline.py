@@ -8,15 +8,17 @@ For y = a bᵀ with a (batch, n) and b (m, n) stored as packed ±1 bits, every o
 - xor, popcount and add ``batch·m·⌈n/64⌉`` words,
 
 so its time is at least ``max(bytes / bandwidth, words / word rate)``: the larger of a
-memory bound and a compute bound (the roofline model, Williams, Waterman & Patterson 2009).
+memory bound and a compute bound (the roofline model, Williams, Waterman & Patterson 2009;
+`lowbit_matmul.roofline_time` is the same model with FLOPs for words).
 The int64 outputs (``8·batch·m`` bytes) are written, not read, and are left out.
 
 The word rate depends on the instructions (`popcount_words_per_cycle`):
 
 - scalar ``popcnt`` (x86-64, every CPU since about 2008): one 64-bit word per instruction,
-  typically one per cycle per core — uops.info measures ``popcnt r64`` at a throughput of
-  1 per cycle on port 1 of Intel cores (Nehalem to Alder Lake); the xor and add go to other
-  integer ports, so the popcount is the limit (`SCALAR_POPCNT`);
+  typically one per cycle per core — uops.info measures ``popcnt`` at 1 per cycle on
+  Intel's Alder Lake P-cores, where only port 1 runs it; some cores (AMD Zen) have more
+  units, so this is the usual case, not a law. The xor and add go to other integer ports,
+  so the popcount is the limit (`SCALAR_POPCNT`);
 - AVX-512 VPOPCNTDQ (Intel from Ice Lake, AMD from Zen 4): ``vpopcntq`` counts 8 words per
   instruction; with the ``vpxorq`` and ``vpaddq`` each group of 8 words needs, that is 3
   vector instructions per 8 words, and at 2 of them per cycle (typical: two 512-bit vector
@@ -87,6 +89,7 @@ class XnorRoofline:
         return "memory" if self.memory_s >= self.compute_s else "compute"
 
     def to_dict(self) -> dict:
+        """The four fields plus ``seconds`` and ``bound``, for a benchmark's JSON."""
         return {**asdict(self), "seconds": self.seconds, "bound": self.bound}
 
 
