@@ -395,16 +395,14 @@ _word_major_kernels: dict[bool, object] = {}  # parallel -> compiled kernel
 BLOCK = 4  # output features per pass over an activation row in `xnor_matmul_numba_blocked`
 
 
-def _numba_popcount():
+def _numba_popcount(what: str = "xnor_matmul_numba"):
     """numba and a jitted popcount of one int64: LLVM's ``ctpop`` (``popcnt`` on x86-64)."""
     try:
         import numba
         from numba import types
         from numba.extending import intrinsic
     except ImportError as err:
-        raise ImportError(
-            f"xnor_matmul_numba needs numba; install it with `{NUMBA_INSTALL}`"
-        ) from err
+        raise ImportError(f"{what} needs numba; install it with `{NUMBA_INSTALL}`") from err
 
     @intrinsic
     def popcount(typingctx, x):
@@ -446,7 +444,7 @@ def _compile_blocked_kernel(parallel: bool):
     padding bits are not masked in the loop (that would cost an ``and`` per word) but
     subtracted afterwards, once per output, and only when n is not a multiple of 64.
     """
-    numba, popcount = _numba_popcount()
+    numba, popcount = _numba_popcount("xnor_matmul_numba_blocked")
 
     @numba.njit(nogil=True, fastmath=True, cache=False)
     def features(a, b, n, last_mask, out, start, stop):  # out[:, start:stop]
@@ -454,7 +452,7 @@ def _compile_blocked_kernel(parallel: bool):
         j = start
         while j + BLOCK <= stop:
             for i in range(batch):
-                c0, c1, c2, c3 = 0, 0, 0, 0
+                c0, c1, c2, c3 = 0, 0, 0, 0  # one counter per feature: BLOCK is 4
                 for k in range(words):  # xor, popcount, add only: vectorised
                     x = a[i, k]
                     c0 += popcount(x ^ b[j, k])
@@ -504,7 +502,7 @@ def _compile_word_major_kernel(parallel: bool):
     loop over j is as long as the layer is wide, so LLVM vectorises it fully, and no sum
     across a vector is ever needed.
     """
-    numba, popcount = _numba_popcount()
+    numba, popcount = _numba_popcount("xnor_matmul_numba_word_major")
 
     @numba.njit(nogil=True, fastmath=True, cache=False)
     def features(a, bt, n, last_mask, out, start, stop):  # out[:, start:stop], zeroed
