@@ -32,13 +32,26 @@ from minicompress.binarization import (
     unpack_bits,
     xnor_matmul,
     xnor_matmul_numba,
+    xnor_matmul_numba_blocked,
+    xnor_matmul_numba_word_major,
     xnor_scale,
 )
+
+
+def word_major(a_packed: torch.Tensor, b_packed: torch.Tensor, n: int) -> torch.Tensor:
+    """`xnor_matmul_numba_word_major` on the row-major operands the other kernels take."""
+    bt = (
+        b_packed.T.contiguous()
+        if isinstance(b_packed, torch.Tensor) and b_packed.ndim == 2
+        else b_packed
+    )
+    return xnor_matmul_numba_word_major(a_packed, bt, n)
+
 
 try:
     import numba  # noqa: F401
 
-    KERNELS = [xnor_matmul, xnor_matmul_numba]
+    KERNELS = [xnor_matmul, xnor_matmul_numba, xnor_matmul_numba_blocked, word_major]
 except ImportError:
     KERNELS = [xnor_matmul]
 
@@ -283,11 +296,69 @@ def test_numba_kernel_compiles_to_a_popcount_instruction():
     assert re.search(r"\bpopcnt", asm) or "vpopcnt" in asm
 
 
+def test_fast_kernels_equal_the_reference_on_random_inputs_serial_and_parallel():
+    pytest.importorskip("numba")
+    import numba
+
+    threads = numba.get_num_threads()
+    try:
+        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+        for m, n, batch in [(1, 1, 1), (3, 65, 2), (4, 64, 1), (9, 200, 5), (37, 1000, 3)]:
+            a, b = signs(batch, n, seed=m), signs(m, n, seed=m + 1)
+            pa, pb = pack_bits(a), pack_bits(b)
+            expected = xnor_matmul(pa, pb, n)
+            assert torch.equal(xnor_matmul_numba_blocked(pa, pb, n), expected)
+            assert torch.equal(xnor_matmul_numba_blocked(pa, pb, n, parallel=True), expected)
+            bt = pb.T.contiguous()
+            assert torch.equal(xnor_matmul_numba_word_major(pa, bt, n), expected)
+            assert torch.equal(xnor_matmul_numba_word_major(pa, bt, n, parallel=True), expected)
+            assert torch.equal(xnor_matmul_numba(pa, pb, n), expected)
+    finally:
+        numba.set_num_threads(threads)
+
+
+def test_fast_kernels_read_noncontiguous_operands_and_check_their_arguments():
+    pytest.importorskip("numba")
+    pa, pb = pack_bits(signs(6, 300)), pack_bits(signs(10, 300, seed=1))
+    expected = xnor_matmul(pa, pb, 300)
+    got = xnor_matmul_numba_blocked(pa[::2], pb.t().contiguous().t(), 300)
+    assert torch.equal(got, expected[::2])
+    with pytest.raises(TypeError, match="parallel must be a bool"):
+        xnor_matmul_numba_blocked(pa, pb, 300, parallel=1)
+    assert torch.equal(xnor_matmul_numba_word_major(pa, pb.T, 300), expected)  # a strided bt
+    with pytest.raises(TypeError, match="parallel must be a bool"):
+        xnor_matmul_numba_word_major(pa, pb.T, 300, parallel=None)
+    with pytest.raises(ValueError, match="words per row"):
+        xnor_matmul_numba_word_major(pa, pb, 300)  # row-major by mistake: 5 words vs 10
+
+
+def test_fast_kernels_vectorise_popcount_where_the_cpu_has_vpopcntdq():
+    pytest.importorskip("numba")
+    if "avx512_vpopcntdq" not in _cpu_flags():
+        pytest.skip("needs AVX-512 VPOPCNTDQ")
+    xnor_matmul_numba_blocked(pack_bits(signs(1, 1024)), pack_bits(signs(8, 1024)), 1024)
+    xnor_matmul_numba_word_major(pack_bits(signs(1, 1024)), pack_bits(signs(8, 1024)).T, 1024)
+    for kernel in (B._blocked_kernels[False], B._word_major_kernels[False]):
+        asm = kernel.inspect_asm(kernel.signatures[0])
+        assert re.search(r"vpopcntq\s[^\n]*%zmm", asm)  # 8 words per instruction
+
+
+def _cpu_flags() -> set[str]:
+    from minicompress.measure import _cpu
+
+    return _cpu()[1]
+
+
 def test_missing_numba_names_the_install_command(monkeypatch):
     monkeypatch.setitem(sys.modules, "numba", None)  # makes `import numba` raise ImportError
     monkeypatch.setattr(B, "_numba_kernel", None)
     with pytest.raises(ImportError, match=r"pip install -c constraints.txt numba"):
         xnor_matmul_numba(pack_bits(signs(1, 8)), pack_bits(signs(1, 8)), 8)
+    monkeypatch.setattr(B, "_blocked_kernels", {})
+    monkeypatch.setattr(B, "_word_major_kernels", {})
+    for kernel in (xnor_matmul_numba_blocked, xnor_matmul_numba_word_major):
+        with pytest.raises(ImportError, match=r"pip install -c constraints.txt numba"):
+            kernel(pack_bits(signs(1, 8)), pack_bits(signs(1, 8)), 8)
 
 
 # ---- ternary and power-of-two weights -------------------------------------------------------
