@@ -1,11 +1,13 @@
 """Deep Compression on LeNet-300-100: prune → share → Huffman-code → a real file → reload.
 
-    python benchmarks/deep_compression.py
+    python benchmarks/deep_compression.py            # 3 seeds (about 4 min on 2 idle cores)
+    python benchmarks/deep_compression.py --quick    # a smoke test: one seed, 2 epochs
 
-1. prune: iterative global magnitude pruning (`minicompress.pruning.iterative_pruning`)
-   through 50, 75, 90, 93, 94 % sparsity, 3 fine-tuning epochs per stage (Deep Compression
-   keeps 8 % of LeNet-300-100's weights on MNIST; on Fashion-MNIST 95 % costs 0.5–0.6 pp
-   with 2 threads, over the 0.5 pp target, 94 % about 0.3 pp);
+1. prune: gradual global magnitude pruning to 95 % (`minicompress.pruning.gradual_pruning`,
+   the recipe of ``benchmarks/pruning.py``: 30 epochs, cosine learning rate from 0.05,
+   Zhu & Gupta's cubic schedule over the first half, then the fixed mask anneals). Deep
+   Compression keeps 8 % of LeNet-300-100's weights on MNIST; the earlier recipe here,
+   iterative pruning to 94 % in 15 epochs, gave 54× and 95 % cost 0.6 pp;
 2. share: k-means per layer (`minicompress.sharing.share_weights`), 4 bits for fc1 and 5
    for fc2, fc3 (the paper: 6 bits for every fc layer), linear initialisation;
 3. fine-tune the centroids and biases for 2 epochs (Adam);
@@ -15,19 +17,35 @@
 
 ``ratio`` is the dense fp32 parameter bytes (266 610 × 4 = 1 066 440) over the file's
 length; ``ratio_vs_torch_save`` uses the ``torch.save`` size of the dense model instead.
-``drop_pp`` is measured against the shipped baseline the pipeline starts from. Also
+``drop_pp`` is measured against the equally trained baseline: the shipped model fine-tuned
+densely with the same recipe and seed, then 2 epochs of Adam at the centroids' learning rate
+on every weight (``drop_vs_shipped_pp``: against the shipped model itself). Seeds change the
+fine-tuning order; each seed's pipeline and its baseline run in one of ``WORKERS`` one-thread
+processes, so a result depends on the seed, not on the machine's thread count. The targets
+are met on the means over the seeds: ratio ≥ 60× and drop ≤ 0.5 pp. Also
 timed: 5-bit k-means of all 266 200 weights of the dense model (``kmeans_seconds``) and
-Huffman encode / decode of 1 M symbols of the real index stream's distribution. A table
-in the style of the paper's Table 2 is printed before the JSON line, which is last.
+Huffman encode / decode of 1 M symbols of the real index stream's distribution (seed 0's),
+in the main process after the training. A table in the style of the paper's Table 2 (seed
+0) is printed before the JSON line, which is last.
+
+Measured (AMD EPYC, 2 cores shared with other jobs: 7 min 12 s wall, 368 s of CPU, so about
+3–4 min on 2 idle cores): 60.97×, 61.10×, 60.86× (mean 60.98 ± 0.07 SE), drops 0.82, 0.64,
+0.77 pp against the equally trained baseline (mean 0.74 ± 0.05), 0.54, 0.46, 0.63 pp against
+the shipped model: the ratio target is met, the 0.5 pp band is not (see
+``benchmarks/pruning.py`` for what was tried on the 95 % pruning).
 """
 
 from __future__ import annotations
 
-import copy
+import argparse
 import json
 import math
+import multiprocessing
+import statistics
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -39,13 +57,16 @@ from minicompress import storage
 from minicompress.coding import entropy, huffman_decode, huffman_encode, relative_index_encode
 from minicompress.measure import serialized_size
 from minicompress.sharing import fine_tune_centroids, kmeans_quantize, share_weights
-from minicompress.train import TrainConfig, evaluate
+from minicompress.train import TrainConfig, evaluate, fit
 
-STAGES = (0.5, 0.75, 0.9, 0.93, 0.94)
-EPOCHS_PER_STAGE = 3
+SPARSITY = 0.95
+PRUNING = TrainConfig(epochs=30, lr=0.05, weight_decay=1e-4)  # the shipped baseline's decay
+PRUNE_UNTIL, PRUNING_STEPS = 0.5, 20  # the cubic schedule's share of the steps, its steps
 BITS = {"fc1.weight": 4, "fc2.weight": 5, "fc3.weight": 5}
-THREADS = 2
 CENTROID_TUNING = TrainConfig(epochs=2, lr=1e-4, optimizer="adam")
+SEEDS = (0, 1, 2)
+WORKERS = 2  # processes of one thread each: the benchmark's 2 cores
+TARGETS = {"ratio": 60.0, "drop_pp": 0.5}
 
 
 def time_kmeans(model) -> float:
@@ -108,23 +129,34 @@ def print_table(rows: list[dict]) -> None:
         print(" ".join(f"{v!s:>10}" for v in r.values()))
 
 
-def main() -> dict:
-    # float sums are ordered by thread, so training results depend on the thread count; the
-    # recipe and the numbers quoted for it are for 2 threads (the course machine's default)
-    torch.set_num_threads(THREADS)
-    train_x, train_y = mc.data.fashion_mnist("train")
-    test_x, test_y = mc.data.fashion_mnist("test")
-    original = mc.zoo.pretrained("lenet300")
-    base = evaluate(original, test_x, test_y)
-    kmeans_seconds = time_kmeans(original)
-    model = copy.deepcopy(original)
+def _data() -> tuple:
+    return (*mc.data.fashion_mnist("train"), *mc.data.fashion_mnist("test"))
+
+
+def dense_baseline(seed: int, epochs: int) -> float:
+    """The equally trained baseline's test accuracy: the same fine-tuning, no pruning."""
+    torch.set_num_threads(1)
+    train_x, train_y, test_x, test_y = _data()
+    model = mc.zoo.pretrained("lenet300")
+    fit(model, train_x, train_y, replace(PRUNING, epochs=epochs, seed=seed), progress=False)
+    fit(model, train_x, train_y, replace(CENTROID_TUNING, seed=seed), progress=False)
+    return evaluate(model, test_x, test_y)
+
+
+def compress(seed: int, epochs: int) -> dict:
+    """Prune, share, tune, write the file, reload it: accuracies, file layout, fc1's layer."""
+    torch.set_num_threads(1)
+    train_x, train_y, test_x, test_y = _data()
+    model = mc.zoo.pretrained("lenet300")
     start = time.perf_counter()
-    masks = P.iterative_pruning(model, train_x, train_y, STAGES,
-                                TrainConfig(epochs=EPOCHS_PER_STAGE, lr=0.05))  # fmt: skip
+    masks = P.gradual_pruning(model, train_x, train_y, SPARSITY,
+                              replace(PRUNING, epochs=epochs, seed=seed),
+                              prune_until=PRUNE_UNTIL, n_steps=PRUNING_STEPS)  # fmt: skip
     pruned = evaluate(model, test_x, test_y)
     shared = share_weights(model, BITS, masks=masks)
     shared_acc = evaluate(model, test_x, test_y)
-    shared = fine_tune_centroids(model, shared, train_x, train_y, CENTROID_TUNING)
+    shared = fine_tune_centroids(model, shared, train_x, train_y,
+                                 replace(CENTROID_TUNING, seed=seed))  # fmt: skip
     tuned = evaluate(model, test_x, test_y)
     train_seconds = time.perf_counter() - start
     with tempfile.TemporaryDirectory() as tmp:
@@ -132,30 +164,99 @@ def main() -> dict:
         file_bytes = storage.save(path, model, shared, index_bits="auto")
         reloaded = storage.load(path, mc.models.LeNet300100())
         info = storage.inspect(path)
-    same = torch.equal(mc.train.predict(reloaded, test_x), mc.train.predict(model, test_x))
-    accuracy = evaluate(reloaded, test_x, test_y)
-    fc1, b = shared["fc1.weight"], info["fc1.weight"]["index_bits"]
+    return {
+        "file_bytes": file_bytes,
+        "accuracy": evaluate(reloaded, test_x, test_y),
+        "reloaded_outputs_equal": torch.equal(
+            mc.train.predict(reloaded, test_x), mc.train.predict(model, test_x)
+        ),  # fmt: skip
+        "pruned_accuracy": pruned,
+        "shared_accuracy_before_tuning": shared_acc,
+        "tuned_accuracy": tuned,
+        "weights_kept_pct": 100 * (1 - P.mask_sparsity(masks)),
+        "train_seconds": train_seconds,
+        "info": info,
+        "fc1": shared["fc1.weight"],
+    }
+
+
+def mean_se(values: list[float]) -> tuple[float, float | None]:
+    """Mean and standard error s/√n (None for one value: JSON has no NaN)."""
+    se = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else None
+    return statistics.fmean(values), se
+
+
+def _stat(values: list[float], digits: int) -> dict:
+    mean, se = mean_se(values)
+    return {"per_seed": [round(v, digits) for v in values], "mean": round(mean, digits + 1),
+            "se": None if se is None else round(se, digits + 1)}  # fmt: skip
+
+
+def run_seeds(seeds: tuple[int, ...], epochs: int) -> tuple[list[dict], list[float]]:
+    """Every seed's pipeline and dense baseline, ``WORKERS`` at a time."""
+    spawn = multiprocessing.get_context("spawn")  # a fresh process: no state shared or left
+    with ProcessPoolExecutor(WORKERS, mp_context=spawn) as pool:
+        runs = [pool.submit(compress, seed, epochs) for seed in seeds]
+        dense = [pool.submit(dense_baseline, seed, epochs) for seed in seeds]
+        return [r.result() for r in runs], [d.result() for d in dense]
+
+
+def main(quick: bool = False) -> dict:
+    start = time.perf_counter()
+    seeds, epochs = (SEEDS[:1], 2) if quick else (SEEDS, PRUNING.epochs)
+    original = mc.zoo.pretrained("lenet300")
+    test_x, test_y = mc.data.fashion_mnist("test")
+    base = evaluate(original, test_x, test_y)
+    kmeans_seconds = time_kmeans(original)
+    runs, dense = run_seeds(seeds, epochs)
+    dense_bytes = 4 * mc.measure.count_parameters(original)
+    torch_bytes = serialized_size(original)
+    ratios = [dense_bytes / r["file_bytes"] for r in runs]
+    drops = [100 * (d - r["accuracy"]) for r, d in zip(runs, dense, strict=True)]
+    first = runs[0]
+    fc1, b = first["fc1"], first["info"]["fc1.weight"]["index_bits"]
     gaps, values = relative_index_encode(torch.where(fc1.mask, fc1.indices + 1, 0).flatten(), b)
     streams = {"values": storage.compare_general_purpose(values, len(fc1.codebook) + 1),
                "gaps": storage.compare_general_purpose(gaps, 2**b)}  # fmt: skip
-    encode, decode, coded_bits, h = time_huffman(shared)
-    rows = layer_table(info)
+    encode, decode, coded_bits, h = time_huffman({"fc1.weight": fc1})
+    rows = layer_table(first["info"])
     print_table(rows)
-    dense_bytes = 4 * mc.measure.count_parameters(original)
+    ratio, drop = _stat(ratios, 2), _stat(drops, 2)
+    print(f"ratio {ratio['per_seed']} (mean {ratio['mean']} ± {ratio['se']}), drop "
+          f"{drop['per_seed']} pp (mean {drop['mean']} ± {drop['se']})", flush=True)  # fmt: skip
     return {
-        "ratio": round(dense_bytes / file_bytes, 2),
-        "ratio_vs_torch_save": round(serialized_size(original) / file_bytes, 2),
-        "file_bytes": file_bytes,
+        "ratio": ratio,
+        "drop_pp": drop,
+        "targets_met": {
+            "ratio_60x_within_0.5pp": (
+                not quick
+                and ratio["mean"] >= TARGETS["ratio"]
+                and drop["mean"] <= TARGETS["drop_pp"]
+            ),
+        },
+        "seeds": list(seeds),
+        "recipe": {
+            "sparsity": SPARSITY,
+            "pruning": PRUNING.to_dict() | {"epochs": epochs},
+            "prune_until": PRUNE_UNTIL,
+            "pruning_steps": PRUNING_STEPS,
+            "bits": BITS,
+            "centroid_tuning": CENTROID_TUNING.to_dict(),
+        },  # fmt: skip
+        "file_bytes": [r["file_bytes"] for r in runs],
+        "ratio_vs_torch_save": [round(torch_bytes / r["file_bytes"], 2) for r in runs],
         "dense_fp32_bytes": dense_bytes,
-        "torch_save_bytes": serialized_size(original),
-        "accuracy": round(accuracy, 4),
+        "torch_save_bytes": torch_bytes,
+        "accuracy": [round(r["accuracy"], 4) for r in runs],
+        "dense_accuracy": [round(d, 4) for d in dense],
         "baseline_accuracy": round(base, 4),
-        "drop_pp": round(100 * (base - accuracy), 2),
-        "pruned_accuracy": round(pruned, 4),
-        "shared_accuracy_before_tuning": round(shared_acc, 4),
-        "tuned_accuracy": round(tuned, 4),
-        "reloaded_outputs_equal": same,
-        "weights_kept_pct": round(100 * (1 - P.mask_sparsity(masks)), 2),
+        "drop_vs_shipped_pp": [round(100 * (base - r["accuracy"]), 2) for r in runs],
+        **{
+            key: [round(r[key], 4) for r in runs]
+            for key in ("pruned_accuracy", "shared_accuracy_before_tuning", "tuned_accuracy")
+        },
+        "reloaded_outputs_equal": all(r["reloaded_outputs_equal"] for r in runs),
+        "weights_kept_pct": [round(r["weights_kept_pct"], 2) for r in runs],
         "layers": rows,
         "fc1_streams_bytes": streams,
         "kmeans_seconds": round(kmeans_seconds, 3),
@@ -164,11 +265,15 @@ def main() -> dict:
         "huffman_decode_msymbols_per_s": round(decode, 2),
         "huffman_bits_per_symbol": round(coded_bits, 3),
         "entropy_bits_per_symbol": round(h, 3),
-        "train_seconds": round(train_seconds, 1),
-        "threads": THREADS,
+        "train_seconds": [round(r["train_seconds"], 1) for r in runs],
+        "quick": quick,
+        "workers": WORKERS,
+        "seconds": round(time.perf_counter() - start, 1),
         "machine": mc.measure.machine(),
     }
 
 
 if __name__ == "__main__":
-    print(json.dumps(main()))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="one seed, 2 pruning epochs")
+    print(json.dumps(main(parser.parse_args().quick)))

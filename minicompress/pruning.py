@@ -19,6 +19,7 @@ References: Han, Pool, Tran, Dally (2015); Zhu & Gupta (2017); Li et al. (2017).
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 
@@ -35,6 +36,7 @@ __all__ = [
     "csr_numbers",
     "csr_state_dict",
     "global_magnitude_masks",
+    "gradual_pruning",
     "gradual_pruning_hook",
     "gradual_sparsity",
     "iterative_pruning",
@@ -276,6 +278,36 @@ def gradual_pruning_hook(
 ) -> GradualPruner:  # fmt: skip
     """A `GradualPruner`: pass it as ``fit(..., after_step=...)`` to prune while training."""
     return GradualPruner(final, start, n_steps, frequency, initial, scope)
+
+
+def gradual_pruning(
+    model: nn.Module, images: Tensor, labels: Tensor, sparsity: float, config: TrainConfig,
+    prune_until: float = 0.5, n_steps: int = 20, scope: str = "global",
+) -> dict[str, Tensor]:  # fmt: skip
+    """Prune while fine-tuning, in place, then anneal with the mask fixed; return the masks.
+
+    One `fit` run of T = epochs · ⌈N / batch_size⌉ steps with ``config``'s learning rate
+    schedule; Zhu & Gupta's sparsity s_t (`gradual_sparsity`, s_i = 0, t₀ = 0) rises to
+    ``sparsity`` in ``n_steps`` steps every Δt = ⌊prune_until · T⌋ // n_steps optimizer
+    steps, and the last ``1 − prune_until`` of the run trains the final mask while a cosine
+    learning rate falls to 0 (§ "How fast to prune: one-shot, iterative, gradual").
+    """
+    check.module(model)
+    check.number(prune_until, "prune_until", 0.0, 1.0)
+    check.integer(n_steps, "n_steps", 1)
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+    total = config.epochs * math.ceil(len(images) / config.batch_size)
+    every = max(1, int(prune_until * total) // n_steps)
+    if n_steps * every >= total:  # the last pruning step is taken at step n_steps · Δt
+        raise ValueError(
+            f"{total} training steps are too few to reach the final sparsity in {n_steps} "
+            f"pruning steps every {every}; train longer or take fewer pruning steps"
+        )
+    hook = GradualPruner(_check_sparsity(sparsity), 0, n_steps, every, scope=scope)
+    fit(model, images, labels, config, after_step=hook, progress=False)
+    assert hook.masks is not None  # noqa: S101 -- step 0 always prunes
+    return hook.masks
 
 
 def csr_numbers(nonzeros: int, rows: int) -> int:

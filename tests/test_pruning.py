@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -16,6 +17,7 @@ from minicompress.pruning import (
     apply_masks,
     csr_numbers,
     global_magnitude_masks,
+    gradual_pruning,
     gradual_pruning_hook,
     gradual_sparsity,
     iterative_pruning,
@@ -258,3 +260,24 @@ def test_gradual_pruner_follows_the_schedule_and_ends_at_the_target():
         pytest.approx(gradual_sparsity(t, 0.0, 0.9, 0, 4, 2)) for t in (0, 2, 4, 6, 8)
     ]
     assert weight_sparsity(model) == pytest.approx(0.9, abs=1e-3)
+
+
+def test_gradual_pruning_reaches_the_target_then_trains_the_fixed_mask():
+    x, y = _tiny_data()
+    model = MLP((16,))
+    reference = copy.deepcopy(model)
+    config = TrainConfig(epochs=4, batch_size=16)
+    masks = gradual_pruning(model, x, y, 0.8, config, prune_until=0.5, n_steps=3)
+    assert mask_sparsity(masks) == pytest.approx(0.8, abs=1e-3)
+    for name, w in prunable_weights(model).items():
+        assert bool((w[~masks[name]] == 0).all())  # pruned weights stayed at zero
+    # the same run through the hook by hand: Δt = ⌊0.5 T⌋ // 3
+    total = 4 * math.ceil(len(x) / 16)
+    hook = gradual_pruning_hook(0.8, start=0, n_steps=3, frequency=(total // 2) // 3)
+    fit(reference, x, y, config, after_step=hook, progress=False)
+    assert all(
+        torch.equal(a, b) for a, b in zip(reference.parameters(), model.parameters(), strict=True)
+    )
+    with pytest.raises(ValueError, match="too few"):
+        gradual_pruning(MLP((16,)), x, y, 0.8, TrainConfig(epochs=1, batch_size=64),
+                        n_steps=50)  # fmt: skip
