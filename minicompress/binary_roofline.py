@@ -80,12 +80,12 @@ class XnorRoofline:
 
     @property
     def seconds(self) -> float:
-        """The roofline: max(memory_s, compute_s)."""
+        """The larger of ``memory_s`` and ``compute_s`` (the roofline), in seconds."""
         return max(self.memory_s, self.compute_s)
 
     @property
     def bound(self) -> str:
-        """``"memory"`` or ``"compute"``: which limit is the larger."""
+        """Which limit is the larger, ``"memory"`` or ``"compute"``."""
         return "memory" if self.memory_s >= self.compute_s else "compute"
 
     def to_dict(self) -> dict:
