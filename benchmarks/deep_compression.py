@@ -151,7 +151,8 @@ def compress(seed: int, epochs: int) -> dict:
     start = time.perf_counter()
     masks = P.gradual_pruning(model, train_x, train_y, SPARSITY,
                               replace(PRUNING, epochs=epochs, seed=seed),
-                              prune_until=PRUNE_UNTIL, n_steps=PRUNING_STEPS)  # fmt: skip
+                              prune_until=PRUNE_UNTIL, n_steps=PRUNING_STEPS,
+                              progress=False)  # fmt: skip
     pruned = evaluate(model, test_x, test_y)
     shared = share_weights(model, BITS, masks=masks)
     shared_acc = evaluate(model, test_x, test_y)

@@ -90,7 +90,7 @@ def fine_tune(name: str, recipe: Recipe, seed: int, pruned: bool) -> dict:
     start = time.perf_counter()
     if pruned:
         P.gradual_pruning(model, train_x, train_y, recipe.sparsity, config,
-                          recipe.prune_until, recipe.n_steps)  # fmt: skip
+                          recipe.prune_until, recipe.n_steps, progress=False)  # fmt: skip
     else:
         fit(model, train_x, train_y, config, progress=False)
     return {

@@ -282,7 +282,7 @@ def gradual_pruning_hook(
 
 def gradual_pruning(
     model: nn.Module, images: Tensor, labels: Tensor, sparsity: float, config: TrainConfig,
-    prune_until: float = 0.5, n_steps: int = 20, scope: str = "global",
+    prune_until: float = 0.5, n_steps: int = 20, scope: str = "global", progress: bool = True,
 ) -> dict[str, Tensor]:  # fmt: skip
     """Prune while fine-tuning, in place, then anneal with the mask fixed; return the masks.
 
@@ -291,6 +291,7 @@ def gradual_pruning(
     ``sparsity`` in ``n_steps`` steps every Δt = ⌊prune_until · T⌋ // n_steps optimizer
     steps, and the last ``1 − prune_until`` of the run trains the final mask while a cosine
     learning rate falls to 0 (§ "How fast to prune: one-shot, iterative, gradual").
+    ``progress`` shows `fit`'s progress bar (tqdm; quiet when the output is not a terminal).
     """
     check.module(model)
     check.number(prune_until, "prune_until", 0.0, 1.0)
@@ -305,7 +306,7 @@ def gradual_pruning(
             f"pruning steps every {every}; train longer or take fewer pruning steps"
         )
     hook = GradualPruner(_check_sparsity(sparsity), 0, n_steps, every, scope=scope)
-    fit(model, images, labels, config, after_step=hook, progress=False)
+    fit(model, images, labels, config, after_step=hook, progress=progress)
     assert hook.masks is not None  # noqa: S101 -- step 0 always prunes
     return hook.masks
 

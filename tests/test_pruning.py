@@ -267,7 +267,7 @@ def test_gradual_pruning_reaches_the_target_then_trains_the_fixed_mask():
     model = MLP((16,))
     reference = copy.deepcopy(model)
     config = TrainConfig(epochs=4, batch_size=16)
-    masks = gradual_pruning(model, x, y, 0.8, config, prune_until=0.5, n_steps=3)
+    masks = gradual_pruning(model, x, y, 0.8, config, prune_until=0.5, n_steps=3, progress=False)
     assert mask_sparsity(masks) == pytest.approx(0.8, abs=1e-3)
     for name, w in prunable_weights(model).items():
         assert bool((w[~masks[name]] == 0).all())  # pruned weights stayed at zero
