@@ -41,7 +41,6 @@ import argparse
 import json
 import math
 import multiprocessing
-import statistics
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -50,6 +49,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _stats import mean_se  # benchmarks/, beside this script
 
 import minicompress as mc
 from minicompress import pruning as P
@@ -179,12 +179,6 @@ def compress(seed: int, epochs: int) -> dict:
         "info": info,
         "fc1": shared["fc1.weight"],
     }
-
-
-def mean_se(values: list[float]) -> tuple[float, float | None]:
-    """Mean and standard error s/√n (None for one value: JSON has no NaN)."""
-    se = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else None
-    return statistics.fmean(values), se
 
 
 def _stat(values: list[float], digits: int) -> dict:

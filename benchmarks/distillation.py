@@ -38,11 +38,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import time
 
 import torch
+from _stats import mean_se  # benchmarks/, beside this script
 
 import minicompress as mc
 from minicompress.distillation import distill, gap_closed, shifted_copies, teacher_logits
@@ -68,10 +68,10 @@ def student(hidden: tuple[int, ...], seed: int) -> torch.nn.Module:
     return mc.models.MLP(hidden)
 
 
-def mean_se(values: list[float], digits: int = 4) -> dict:
-    se = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else math.nan
-    return {"per_seed": [round(v, digits) for v in values],
-            "mean": round(statistics.mean(values), digits), "se": round(se, digits)}  # fmt: skip
+def seed_stats(values: list[float], digits: int = 4) -> dict:
+    mean, se = mean_se(values)
+    return {"per_seed": [round(v, digits) for v in values], "mean": round(mean, digits),
+            "se": None if se is None else round(se, digits)}  # fmt: skip
 
 
 def main(recipe: dict) -> dict:
@@ -140,13 +140,13 @@ def main(recipe: dict) -> dict:
               f"{100 * statistics.mean(arms[name]):.2f} %", flush=True)  # fmt: skip
     results = {}
     for name, accs in arms.items():
-        results[name] = {"accuracy": mean_se(accs)}
+        results[name] = {"accuracy": seed_stats(accs)}
         if name.startswith("distilled"):
             results[name] |= chosen[name]
             for base in ("scratch", "scratch_shifted"):
                 gaps = [gap_closed(s, d, teacher_acc) for s, d in zip(arms[base], accs,
                                                                       strict=True)]  # fmt: skip
-                results[name][f"gap_closed_vs_{base}"] = mean_se(gaps, 3)
+                results[name][f"gap_closed_vs_{base}"] = seed_stats(gaps, 3)
                 results[name][f"beats_{base}_every_seed"] = all(
                     d > s for s, d in zip(arms[base], accs, strict=True))  # fmt: skip
     head = results["distilled_transfer"]

@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import multiprocessing
 import statistics
 import time
@@ -43,6 +42,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, replace
 
 import torch
+from _stats import mean_se  # benchmarks/, beside this script
 
 import minicompress as mc
 from minicompress import pruning as P
@@ -98,12 +98,6 @@ def fine_tune(name: str, recipe: Recipe, seed: int, pruned: bool) -> dict:
         "sparsity": P.weight_sparsity(model),
         "seconds": time.perf_counter() - start,
     }
-
-
-def mean_se(values: list[float]) -> tuple[float, float | None]:
-    """Mean and standard error s/√n (None for one value: JSON has no NaN)."""
-    se = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else None
-    return statistics.fmean(values), se
 
 
 def summarise(name: str, recipe: Recipe, runs: dict) -> dict:
