@@ -474,19 +474,29 @@ def _compile_blocked_kernel(parallel: bool):
                     c -= popcount((a[i, words - 1] ^ b[jj, words - 1]) & ~last_mask)
                 out[i, jj] = n - 2 * c
 
+    return _feature_drivers(numba, features, parallel, feature_axis=0, multiple=BLOCK)
+
+
+def _feature_drivers(numba, features, parallel: bool, feature_axis: int, multiple: int):
+    """Wrap a compiled ``features(a, w, n, last_mask, out, start, stop)`` (which fills
+    ``out[:, start:stop]``, zeroed) into the kernel: one call over every output feature, or,
+    with ``parallel``, contiguous chunks of a multiple of ``multiple`` features, one per
+    thread. ``feature_axis``: the axis of ``w`` that indexes the output features."""
+
     @numba.njit(nogil=True, cache=False)
-    def serial(a, b, n, last_mask):
-        out = np.empty((a.shape[0], b.shape[0]), dtype=np.int64)
-        features(a, b, n, last_mask, out, 0, b.shape[0])
+    def serial(a, w, n, last_mask):
+        m = w.shape[feature_axis]
+        out = np.zeros((a.shape[0], m), dtype=np.int64)
+        features(a, w, n, last_mask, out, 0, m)
         return out
 
     @numba.njit(parallel=True, nogil=True, cache=False)
-    def split(a, b, n, last_mask):  # output features in contiguous chunks, one per thread
-        out = np.empty((a.shape[0], b.shape[0]), dtype=np.int64)
-        chunks, m = numba.get_num_threads(), b.shape[0]
-        per = -(-m // (chunks * BLOCK)) * BLOCK  # a multiple of BLOCK
+    def split(a, w, n, last_mask):
+        chunks, m = numba.get_num_threads(), w.shape[feature_axis]
+        out = np.zeros((a.shape[0], m), dtype=np.int64)
+        per = -(-m // (chunks * multiple)) * multiple
         for t in numba.prange(chunks):
-            features(a, b, n, last_mask, out, min(t * per, m), min((t + 1) * per, m))
+            features(a, w, n, last_mask, out, min(t * per, m), min((t + 1) * per, m))
         return out
 
     return split if parallel else serial
@@ -519,22 +529,8 @@ def _compile_word_major_kernel(parallel: bool):
                     c -= popcount((a[i, words - 1] ^ bt[words - 1, j]) & ~last_mask)
                 counts[j] = n - 2 * c
 
-    @numba.njit(nogil=True, cache=False)
-    def serial(a, bt, n, last_mask):
-        out = np.zeros((a.shape[0], bt.shape[1]), dtype=np.int64)
-        features(a, bt, n, last_mask, out, 0, bt.shape[1])
-        return out
-
-    @numba.njit(parallel=True, nogil=True, cache=False)
-    def split(a, bt, n, last_mask):  # output features in contiguous chunks, one per thread
-        out = np.zeros((a.shape[0], bt.shape[1]), dtype=np.int64)
-        chunks, m = numba.get_num_threads(), bt.shape[1]
-        per = -(-m // (chunks * 8)) * 8  # a multiple of 8 features: whole vectors
-        for t in numba.prange(chunks):
-            features(a, bt, n, last_mask, out, min(t * per, m), min((t + 1) * per, m))
-        return out
-
-    return split if parallel else serial
+    # chunks of a multiple of 8 features per thread: whole vectors
+    return _feature_drivers(numba, features, parallel, feature_axis=1, multiple=8)
 
 
 def xnor_matmul_numba(a_packed: Tensor, b_packed: Tensor, n: int) -> Tensor:
