@@ -1,6 +1,6 @@
 """Deep Compression on LeNet-300-100 and LeNet-5: prune → share → Huffman-code → a file → reload.
 
-    python benchmarks/deep_compression.py                 # both, 3 seeds (TBD min, 2 cores)
+    python benchmarks/deep_compression.py                 # both, 3 seeds (10 min, 2 cores)
     python benchmarks/deep_compression.py --model lenet5  # one of them: lenet300, lenet5, all
     python benchmarks/deep_compression.py --quick         # a smoke test: one seed, fewer epochs
     python benchmarks/deep_compression.py --validation    # seed 0 on held-out training images
@@ -12,10 +12,12 @@ Each model's recipe (`RECIPES`):
    0.05, Zhu & Gupta's cubic schedule over the first half, then the fixed mask anneals).
    LeNet-300-100: 95 % in 30 epochs (Deep Compression keeps 8 % of its weights on MNIST; the
    earlier recipe here, iterative pruning to 94 % in 15 epochs, gave 54× and 95 % cost
-   0.6 pp). LeNet-5: TBD
+   0.6 pp). LeNet-5: 90 % in 3 epochs (weight decay 5e-4, the shipped model's; the paper
+   keeps 8 %). ``benchmarks/pruning.py`` prunes it in 2 epochs; a third did better here;
 2. share: k-means per layer (`minicompress.sharing.share_weights`), linear initialisation.
    LeNet-300-100: 4 bits for fc1 and 5 for fc2, fc3 (the paper: 6 bits for every fc layer).
-   LeNet-5: TBD (the paper: 8 bits for the conv layers, 5 for the fc layers);
+   LeNet-5: 5 bits for conv1, conv2 and fc2, 4 for fc1 (the paper: 8 bits for the conv
+   layers, 5 for the fc layers);
 3. fine-tune the centroids and biases for 2 epochs (Adam);
 4. Huffman-code the centroid indices and the relative positions, write the file
    (`minicompress.storage.save`, index width chosen per layer), reload it into a fresh
@@ -39,15 +41,32 @@ model before the JSON line, which is last.
 LeNet-5's sparsity and bits were chosen on a validation split before its first test run
 (``--validation``: the zoo's recipe trained on the first 50 000 training images only, both
 arms fine-tuned on them, scored on the last 10 000), seed 0. The budget, 1 724 320 / 39 =
-44.2 kB, is about 8 bits per kept weight at 90 % (values, positions, biases, codebooks):
+44.2 kB, is about 8 bits per kept weight at 90 % (values, positions, biases, codebooks).
+Drops against the equally trained dense arm on that split (92.10 % with 2 epochs, 92.06 %
+with 3; the 50 000-image baseline it starts from: 92.00 %):
 
-TBD
+    sparsity  epochs  bits conv1/conv2/fc1/fc2  drop (pp)  ratio
+    90 %      2       5/5/4/5                   0.61       40.93×
+    90 %      2       6/6/3/5                   0.62       42.13×
+    91 %      2       6/6/4/5                   0.51       42.22×
+    92 %      2       8/8/4/5 (the paper's)     0.59       41.07×
+    90 %      3       5/5/4/5 (chosen)          0.36       40.68×
 
-Measured (AMD EPYC, 2 cores shared with other jobs: TBD): LeNet-300-100 60.97×, 61.10×,
-60.86× (mean 60.98 ± 0.07 SE), drops 0.82, 0.64, 0.77 pp against the equally trained baseline
-(mean 0.74 ± 0.05), 0.54, 0.46, 0.63 pp against the shipped model: the ratio target is met,
-the 0.5 pp band is not (see ``benchmarks/pruning.py`` for what was tried on the 95 %
-pruning). LeNet-5: TBD
+6/6/4/5 bits at 90 % (one-shot pruned, not trained: 39.2×) left no margin over 39×. For
+LeNet-300-100, reaching 60× at 94 % with fewer bits did not beat its 95 % recipe on the
+same kind of split (seed 0, drops 0.42 pp at 61.2× for 95 % 4/5/5; 94 %: 3/3/4 0.49 pp,
+60.8×; 3/4/4 0.43 pp, 59.6×; 2/4/5 1.12 pp, 62.5×).
+
+Measured (AMD EPYC, 2 cores shared with other jobs for most of the run: 11 min 9 s wall,
+1 210 s of CPU, so about 10 min on 2 idle cores; ``benchmarks/results/deep_compression.json``):
+LeNet-300-100 60.97×, 61.10×, 60.86× (mean 60.98 ± 0.07 SE), drops 0.82, 0.64, 0.77 pp
+against the equally trained baseline (mean 0.74 ± 0.05), 0.54, 0.46, 0.63 pp against the
+shipped model: the ratio target is met, the 0.5 pp band is not (see ``benchmarks/pruning.py``
+for what was tried on the 95 % pruning). LeNet-5 39.83×, 39.84×, 40.01× (mean 39.90 ± 0.06;
+files of 43.1–43.3 kB, the paper's 44 kB), drops 0.48, 0.56, 0.47 pp (mean 0.503 ± 0.028),
+0.51, 0.42, 0.54 pp against the shipped model: the ratio target is met, the drop misses
+0.5 pp by 0.003 pp (50.3 of 10 000 test images on average, against 50), well inside one
+standard error; the recipe was not changed after this, its only test run.
 """
 
 from __future__ import annotations
