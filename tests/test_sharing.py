@@ -14,7 +14,7 @@ from sklearn.cluster import KMeans
 from torch import nn
 from torch.nn.utils import parametrize
 
-from minicompress.models import MLP, LeNet300100
+from minicompress.models import MLP, LeNet5, LeNet300100
 from minicompress.sharing import (
     SharedWeight,
     centroid_gradients,
@@ -139,6 +139,27 @@ def test_fine_tuning_changes_only_centroids_and_keeps_indices_and_masks():
     assert F.cross_entropy(model(x), y).item() < before  # the codebooks learned
     assert all(p.requires_grad for p in model.parameters())
     assert not parametrize.is_parametrized(model.fc1)
+
+
+def test_conv_weights_are_shared_and_tuned_like_linear_ones():
+    # Deep Compression on LeNet-5 (benchmarks/deep_compression.py) shares its Conv2d weights
+    torch.manual_seed(0)
+    model = LeNet5(conv1=4, conv2=6, fc1=16)
+    with torch.no_grad():
+        model.conv2.weight[model.conv2.weight.abs() < 0.05] = 0
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.rand(64, 1, 28, 28, generator=g), torch.randint(0, 10, (64,), generator=g)
+    shared = share_weights(model, {"conv1.weight": 3, "conv2.weight": 2})
+    tuned = fine_tune_centroids(model, shared, x, y,
+                                TrainConfig(epochs=2, lr=3e-3, optimizer="adam"))  # fmt: skip
+    for name, layer in tuned.items():
+        weight = dict(model.named_parameters())[name]
+        assert layer.indices.shape == weight.shape  # (out, in, kh, kw)
+        assert torch.equal(layer.mask, shared[name].mask)
+        assert torch.equal(weight.detach(), layer.weight())
+        assert not torch.equal(layer.codebook, shared[name].codebook)
+    pruned = ~tuned["conv2.weight"].mask
+    assert pruned.any() and (model.conv2.weight[pruned] == 0).all()  # the zeros stay pruned
 
 
 @pytest.mark.parametrize(
