@@ -15,13 +15,15 @@
   operands, median of repeats, at one thread (torch and numba) and at every core. The
   packed times exclude packing the activations; ``with_packing_ms`` includes it;
 - roofline (one thread, the primary figure): `binary_roofline.xnor_roofline` for the
-  1024×1024 product at batch 1, from this machine's measured L2 read bandwidth (a 128 KiB
-  buffer, the size of the packed weights, read over and over) and clock (a chain of
-  dependent multiply-adds, 4 cycles each), with AVX-512 VPOPCNTDQ's word rate where the CPU
-  has it and scalar ``popcnt``'s otherwise (both are printed). Against it, in ``ROUNDS``
+  1024×1024 product at batch 1, from this machine's L2 read bandwidth (a 128 KiB buffer, the
+  size of the packed weights, read over and over) and clock (a chain of dependent
+  multiply-adds, 4 cycles each), both measured by `binary_roofline.measure_rates`, with
+  AVX-512 VPOPCNTDQ's word rate where the CPU has it and scalar ``popcnt``'s otherwise
+  (`binary_roofline.word_rate`; both limits are printed). Against it, in ``ROUNDS``
   rounds: ``xnor_matmul_numba`` and ``xnor_matmul_numba_blocked`` called from Python
   (``call``: what a user gets, checks and dispatch included) and their compiled kernels
-  repeated inside numba (``kernel``: what the roofline bounds), and float32 ``torch.matmul``.
+  repeated inside numba (``kernel``, `binary_roofline.kernel_us`: what the roofline
+  bounds), and float32 ``torch.matmul``.
   ``xnor_matmul_numba_word_major`` (the weight's words stored transposed, once, offline)
   likewise. Target (issue 21): a kernel within 2× of the limit (its compiled kernel's
   time), or ≥ 10× faster than float32 (through its public call), whichever is easier.
@@ -39,11 +41,10 @@ import statistics
 import time
 from collections.abc import Callable
 
-import numpy as np
 import torch
 
 import minicompress as mc
-from minicompress import binarization as B
+from minicompress import binary_roofline as R
 from minicompress.binarization import (
     BinaryMLP,
     binarize,
@@ -64,7 +65,7 @@ HIDDEN = (512, 512)
 RECIPE = TrainConfig(epochs=3, lr=0.001, optimizer="adam", batch_size=128, seed=0)
 KINDS = ("float", "binaryconnect", "bwn", "xnor")
 ROUNDS = 7  # repeats of the batch-1 roofline comparison; the machine may be shared
-KERNEL_NAMES = ("numba", "blocked", "word_major")  # xnor_matmul_numba, _blocked, _word_major
+KERNEL_NAMES = R.KERNELS  # xnor_matmul_numba, _blocked, _word_major
 
 
 def train_all(train, test) -> dict[str, dict]:
@@ -141,84 +142,29 @@ def kernel_timings(threads: int) -> dict:
     return out
 
 
-def _probes() -> dict[str, Callable]:
-    """Compiled loops for the clock, the bandwidth and the kernels without Python's overhead."""
-    import numba
-
-    @numba.njit(nogil=True)
-    def clock_chain(x, steps):  # imul r64 (3 cycles) then add (1): 4 dependent cycles a step
-        for _ in range(steps):
-            x = x * 0x9E3779B97F4A7C15 + (x >> 31)
-        return x
-
-    @numba.njit(nogil=True)
-    def read(buf, reps):  # xor of every word: LLVM vectorises it, the loads are the limit
-        s = 0
-        for _ in range(reps):
-            for k in range(buf.shape[0]):
-                s ^= buf[k]
-        return s
-
-    def repeated(kernel):
-        @numba.njit(nogil=True)
-        def loop(a, b, n, mask, reps):
-            for _ in range(reps):
-                out = kernel(a, b, n, mask)
-            return out
-
-        return loop
-
-    def old_kernel(a, b, n, mask):  # `xnor_matmul_numba`'s kernel writes into its out argument
-        out = np.empty((a.shape[0], b.shape[0]), dtype=np.int64)
-        B._numba_kernel(a, b, n, mask, out)
-        return out
-
-    return {"clock": clock_chain, "read": read, "numba": repeated(numba.njit(old_kernel)),
-            "blocked": repeated(B._blocked_kernels[False]),
-            "word_major": repeated(B._word_major_kernels[False])}  # fmt: skip
-
-
 def median_us(fn: Callable[[], object], repeats: int, per_call: int = 1) -> float:
     """Median over ``repeats`` timings of ``fn`` (µs), divided by the ``per_call`` it repeats."""
     return 1e3 * median_ms(fn, repeats) / per_call
 
 
-def machine_rates(probes: dict) -> dict:
-    """Clock (GHz) from the multiply-add chain; L2 read and copy bandwidth of 128 KiB (GB/s)."""
-    steps, reps = 20_000, 20
-    chain_us = median_us(lambda: probes["clock"](3, steps), 200) - median_us(
-        lambda: probes["clock"](3, 0), 200
-    )
-    buf = np.arange(16384, dtype=np.int64)  # 128 KiB, the packed 1024×1024 weights
-    read_us = median_us(lambda: probes["read"](buf, reps), 300, reps)
-    dst = np.empty_like(buf)
-    copy_us = median_us(lambda: np.copyto(dst, buf), 300)
-    return {
-        "ghz": 4 * steps / chain_us / 1e3,
-        "l2_read_gb_s": buf.nbytes / read_us / 1e3,
-        "l2_copy_gb_s": buf.nbytes / copy_us / 1e3,  # bytes copied (read once, written once)
-    }
-
-
-def roofline_round(probes: dict, x: torch.Tensor, weight: torch.Tensor) -> dict:
-    """One round of batch-1 times (µs) at one thread: float32, both kernels called and bare."""
+def roofline_round(x: torch.Tensor, weight: torch.Tensor) -> dict:
+    """One round of batch-1 times (µs) at one thread: float32, the kernels called and bare."""
     px, pw = pack_bits(x), pack_bits(weight)
     pwt = pw.T.contiguous()
-    a, b, bt, reps = px.numpy(), pw.numpy(), pwt.numpy(), 20
     with torch.inference_mode():
         float_us = median_us(lambda: x @ weight.T, 200)
-    return {
+    times = {
         "float_us": float_us,
         "numba_call_us": median_us(lambda: xnor_matmul_numba(px, pw, 1024), 500),
         "blocked_call_us": median_us(lambda: xnor_matmul_numba_blocked(px, pw, 1024), 500),
-        "numba_kernel_us": median_us(lambda: probes["numba"](a, b, 1024, -1, reps), 300, reps),
+        "numba_kernel_us": R.kernel_us("numba", px, pw, 1024),
         "word_major_call_us": median_us(lambda: xnor_matmul_numba_word_major(px, pwt, 1024), 500),
-        "blocked_kernel_us": median_us(lambda: probes["blocked"](a, b, 1024, -1, reps), 300, reps),
-        "word_major_kernel_us": median_us(
-            lambda: probes["word_major"](a, bt, 1024, -1, reps), 300, reps
-        ),
-        **machine_rates(probes),
+        "blocked_kernel_us": R.kernel_us("blocked", px, pw, 1024),
+        "word_major_kernel_us": R.kernel_us("word_major", px, pwt, 1024),
     }
+    rates = R.measure_rates()  # the clock and L2 bandwidth of this round
+    return {**times, "ghz": rates.ghz, "l2_read_gb_s": rates.l2_read_gb_s,
+            "l2_copy_gb_s": rates.l2_copy_gb_s}  # fmt: skip
 
 
 def _spread(values: list[float], digits: int = 3) -> dict:
@@ -248,13 +194,11 @@ def roofline_report(rounds: int = ROUNDS) -> dict:
     xnor_matmul_numba(pack_bits(x), pack_bits(weight), 1024)  # compile both kernels first
     xnor_matmul_numba_blocked(pack_bits(x), pack_bits(weight), 1024)
     xnor_matmul_numba_word_major(pack_bits(x), pack_bits(weight).T.contiguous(), 1024)
-    probes = _probes()
-    runs = [roofline_round(probes, x, weight) for _ in range(rounds)]
+    runs = [roofline_round(x, weight) for _ in range(rounds)]
     torch.set_num_threads(torch_threads)
     numba.set_num_threads(numba_threads)
 
-    has_vpopcntdq = "avx512_vpopcntdq" in mc.measure._cpu()[1]
-    rate = AVX512_VPOPCNTDQ if has_vpopcntdq else SCALAR_POPCNT
+    has_vpopcntdq, rate = R.has_avx512_vpopcntdq(), R.word_rate()
     for r in runs:  # ratios within a round: both sides timed under the same load
         r["limit_us"] = 1e6 * xnor_roofline(1024, 1024, 1, rate, r["l2_read_gb_s"] / r["ghz"],
                                             r["ghz"]).seconds  # fmt: skip

@@ -10,7 +10,8 @@ One module per idea, each implementing what one chapter derives:
 - `minicompress.pruning`, `quantization`, `sharing`, `coding`, `storage`, `binarization`,
   `distillation`, `lowrank`, `architecture`, `transfer`: one module per technique, each
   implementing what its chapter derives;
-- `minicompress.binary_roofline`: the memory and popcount bounds on a packed binary product;
+- `minicompress.binary_roofline`: the memory and popcount bounds on a packed binary product,
+  and this core's clock, L2 bandwidth and kernel times, measured;
 - `minicompress.backends`: the int8 runtimes the quantization chapter measures;
 - `minicompress.checkpoint`, `fsdp`, `deploy`: files, shards and runtimes (chapter 8);
 - `minicompress.text`, `lm`: the shipped text corpus, training and scoring a language model

@@ -26,21 +26,34 @@ The word rate depends on the instructions (`popcount_words_per_cycle`):
 
 At 1024×1024 the packed weights are 128 KiB: they fit a core's L2 cache (1–2 MiB on recent
 x86 cores), so the bandwidth that matters for a repeated product is L2's, to be measured on
-the machine (the binarization benchmark does), not DRAM's.
+the machine (`measure_rates`, with the clock), not DRAM's; `kernel_us` times the compiled
+kernels without Python's call overhead, which is what the roofline bounds.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import cache
+
+import numpy as np
+from torch import Tensor
 
 from minicompress import _validate as check
 
 __all__ = [
     "AVX512_VPOPCNTDQ",
     "SCALAR_POPCNT",
+    "MachineRates",
     "XnorRoofline",
+    "has_avx512_vpopcntdq",
+    "kernel_us",
+    "measure_rates",
     "popcount_words_per_cycle",
+    "word_rate",
     "xnor_roofline",
 ]
 
@@ -115,3 +128,163 @@ def xnor_roofline(
     bytes_read = WORD_BYTES * words_per_row * (m + batch)
     words = batch * m * words_per_row
     return XnorRoofline(bytes_read, words, bytes_read / (bandwidth * hz), words / (rate * hz))
+
+
+# ---- this machine: its popcount instructions, clock and L2 bandwidth, measured ---------------
+
+RATE_BUFFER_BYTES = 128 * 1024  # the packed 1024×1024 weights
+CLOCK_STEPS = 20_000  # multiply-adds in the clock chain
+CLOCK_CYCLES_PER_STEP = 4  # imul r64 (3 cycles) then add (1), dependent
+READ_REPS = 20  # passes over the buffer per timed call
+
+
+def has_avx512_vpopcntdq() -> bool:
+    """Whether the CPU reports ``avx512_vpopcntdq`` in /proc/cpuinfo (False where there is none,
+    e.g. macOS, or on ARM). It decides `word_rate`. (§ "How fast could it be? A roofline")
+    """
+    from minicompress.measure import _cpu  # the one /proc/cpuinfo reader
+
+    return "avx512_vpopcntdq" in _cpu()[1]
+
+
+def word_rate() -> float:
+    """This CPU's assumed words per cycle: `AVX512_VPOPCNTDQ` where `has_avx512_vpopcntdq`,
+    else `SCALAR_POPCNT` (one ``popcnt`` per cycle; also assumed on ARM, unmeasured).
+    (§ "How fast could it be? A roofline")
+    """
+    return AVX512_VPOPCNTDQ if has_avx512_vpopcntdq() else SCALAR_POPCNT
+
+
+@dataclass(frozen=True)
+class MachineRates:
+    """One core's clock and L2 bandwidth, as `measure_rates` found them."""
+
+    ghz: float  # from a chain of dependent multiply-adds, 4 cycles a step
+    l2_read_gb_s: float  # reading a 128 KiB buffer over and over (10⁹ bytes per second)
+    l2_copy_gb_s: float  # copying it: bytes copied (each read once and written once) per second
+
+    @property
+    def bytes_per_cycle(self) -> float:
+        """L2 read bandwidth in bytes per clock cycle, ``l2_read_gb_s / ghz``."""
+        return self.l2_read_gb_s / self.ghz
+
+
+def _median_us(fn: Callable[[], object], repeats: int, per_call: int = 1, warmup: int = 5) -> float:
+    """Median over ``repeats`` timings of ``fn`` (µs), divided by the ``per_call`` it repeats."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return 1e6 * statistics.median(times) / per_call
+
+
+@cache
+def _probes() -> dict[str, Callable]:
+    """Compiled loops for the clock and the bandwidth, compiled once (numba)."""
+    from minicompress.binarization import _numba_popcount
+
+    numba, _ = _numba_popcount("measure_rates")
+
+    @numba.njit(nogil=True)
+    def clock_chain(x, steps):  # imul r64 (3 cycles) then add (1): 4 dependent cycles a step
+        for _ in range(steps):
+            x = x * 0x9E3779B97F4A7C15 + (x >> 31)
+        return x
+
+    @numba.njit(nogil=True)
+    def read(buf, reps):  # xor of every word: LLVM vectorises it, the loads are the limit
+        s = 0
+        for _ in range(reps):
+            for k in range(buf.shape[0]):
+                s ^= buf[k]
+        return s
+
+    return {"clock": clock_chain, "read": read}
+
+
+def measure_rates() -> MachineRates:
+    """Measure this core's clock and its L2 read and copy bandwidth (medians; a few ms after a
+    one-off compile of about a second). Needs numba.
+
+    ``ghz = 4 · steps / t`` for a chain of ``steps`` dependent multiply-adds (``imul`` 3 cycles
+    plus ``add`` 1, as on x86 since Sandy Bridge and AMD Zen: an assumption, checked nowhere;
+    a shorter chain reads as a higher clock); ``l2_read_gb_s = bytes / t`` for an xor over
+    every word of a 128 KiB buffer (the packed 1024×1024 weights, resident in L2 after the
+    first pass), ``l2_copy_gb_s`` for ``np.copyto`` of it. Run at one thread; on a shared
+    machine the medians are still slower than an idle core's.
+    (§ "How fast could it be? A roofline")
+    """
+    probes = _probes()
+    chain_us = _median_us(lambda: probes["clock"](3, CLOCK_STEPS), 200) - _median_us(
+        lambda: probes["clock"](3, 0), 200
+    )
+    buf = np.arange(RATE_BUFFER_BYTES // 8, dtype=np.int64)
+    read_us = _median_us(lambda: probes["read"](buf, READ_REPS), 300, READ_REPS)
+    dst = np.empty_like(buf)
+    copy_us = _median_us(lambda: np.copyto(dst, buf), 300)
+    return MachineRates(
+        ghz=CLOCK_CYCLES_PER_STEP * CLOCK_STEPS / chain_us / 1e3,
+        l2_read_gb_s=buf.nbytes / read_us / 1e3,
+        l2_copy_gb_s=buf.nbytes / copy_us / 1e3,
+    )
+
+
+KERNELS = ("numba", "blocked", "word_major")  # xnor_matmul_numba, _blocked, _word_major
+
+
+@cache
+def _repeated(name: str) -> Callable:
+    """``loop(a, b, n, mask, reps)``: the one-thread compiled kernel ``name``, ``reps`` times."""
+    from minicompress import binarization as B
+
+    numba, _ = B._numba_popcount("kernel_us")
+    if name == "numba":
+        kernel = B._numba_kernel
+
+        @numba.njit(nogil=True)
+        def call(a, b, n, mask):  # the kernel writes into its out argument
+            out = np.empty((a.shape[0], b.shape[0]), dtype=np.int64)
+            kernel(a, b, n, mask, out)
+            return out
+
+    else:
+        call = (B._blocked_kernels if name == "blocked" else B._word_major_kernels)[False]
+
+    @numba.njit(nogil=True)
+    def loop(a, b, n, mask, reps):
+        for _ in range(reps):
+            out = call(a, b, n, mask)
+        return out
+
+    return loop
+
+
+def kernel_us(
+    name: str, a_packed: Tensor, b_packed: Tensor, n: int, reps: int = 20, repeats: int = 300
+) -> float:
+    """Median µs of one product by a compiled kernel at one thread, without the Python call.
+
+    ``name``: ``"numba"`` (`binarization.xnor_matmul_numba`'s kernel), ``"blocked"`` or
+    ``"word_major"`` (``b_packed`` then word-major, ``pack_bits(b).T.contiguous()``). The
+    kernel runs ``reps`` times inside one compiled loop; the median over ``repeats`` such
+    calls, divided by ``reps``, is what `xnor_roofline` bounds (the public functions add
+    their checks, dispatch and output tensor: at batch 1 on 1024×1024, more than the
+    kernel itself). ``xnor_matmul_numba``'s kernel is
+    numba-parallel: run it with ``numba.set_num_threads(1)`` to time one core.
+    (§ "How fast could it be? A roofline")
+    """
+    from minicompress import binarization as B
+
+    name = check.choice(name, "name", KERNELS)
+    check.integer(reps, "reps", 1)
+    check.integer(repeats, "repeats", 1)
+    public = {"numba": B.xnor_matmul_numba,
+              "blocked": B.xnor_matmul_numba_blocked,
+              "word_major": B.xnor_matmul_numba_word_major}[name]  # fmt: skip
+    public(a_packed, b_packed, n)  # checks the operands and compiles the kernel
+    a, b = a_packed.contiguous().numpy(), b_packed.contiguous().numpy()
+    loop, mask = _repeated(name), B._last_word_mask(n)
+    return _median_us(lambda: loop(a, b, n, mask, reps), repeats, reps)

@@ -77,3 +77,65 @@ def test_bad_input():
         popcount_words_per_cycle(0, 1.0, 1.0)
     with pytest.raises(ValueError, match="alu_ops_per_cycle must be"):
         popcount_words_per_cycle(1, 1.0, 0.0)
+
+
+def test_has_avx512_vpopcntdq_reads_the_cpu_flags(monkeypatch):
+    from minicompress import binary_roofline, measure
+
+    monkeypatch.setattr(measure, "_cpu", lambda: ("x", {"avx2", "avx512_vpopcntdq"}))
+    assert binary_roofline.has_avx512_vpopcntdq() is True
+    assert binary_roofline.word_rate() == AVX512_VPOPCNTDQ
+    monkeypatch.setattr(measure, "_cpu", lambda: ("x", set()))  # macOS: no /proc/cpuinfo
+    assert binary_roofline.has_avx512_vpopcntdq() is False
+    assert binary_roofline.word_rate() == SCALAR_POPCNT
+
+
+def test_measured_rates_are_in_sane_ranges():
+    pytest.importorskip("numba")
+    from minicompress.binary_roofline import MachineRates, measure_rates
+
+    rates = measure_rates()
+    assert isinstance(rates, MachineRates)
+    assert sorted(vars(rates)) == ["ghz", "l2_copy_gb_s", "l2_read_gb_s"]
+    assert all(isinstance(v, float) and math.isfinite(v) for v in vars(rates).values())
+    assert 0.3 < rates.ghz < 8  # any CPU core since 2005; a loaded one still ticks
+    assert 1 < rates.l2_read_gb_s < 5000 and 0.5 < rates.l2_copy_gb_s < 5000
+    assert rates.bytes_per_cycle == pytest.approx(rates.l2_read_gb_s / rates.ghz)
+    assert 0.3 < rates.bytes_per_cycle < 1000  # a few to a few hundred bytes per cycle
+
+
+def test_kernel_us_times_every_kernel_and_none_beats_the_memory_bound():
+    numba = pytest.importorskip("numba")
+    from minicompress.binary_roofline import kernel_us, measure_rates, word_rate
+
+    g = torch.Generator().manual_seed(0)
+    a = pack_bits(binarize(torch.randn(1, 1024, generator=g)))
+    b = pack_bits(binarize(torch.randn(1024, 1024, generator=g)))
+    threads = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        times = {
+            name: kernel_us(name, a, w, 1024, reps=5, repeats=30)
+            for name, w in (("numba", b), ("blocked", b), ("word_major", b.T.contiguous()))
+        }
+    finally:
+        numba.set_num_threads(threads)
+    rates = measure_rates()
+    limit = xnor_roofline(1024, 1024, 1, word_rate(), rates.bytes_per_cycle, rates.ghz)
+    assert all(0 < t < 1e4 for t in times.values())
+    # the memory bound is measured and binds every kernel, up to the rates' noise (the
+    # compute bound rests on an assumed word rate, which a CPU may exceed)
+    assert min(times.values()) > 0.8 * 1e6 * limit.memory_s
+
+
+def test_kernel_us_bad_input():
+    pytest.importorskip("numba")
+    from minicompress.binary_roofline import kernel_us
+
+    a = pack_bits(binarize(torch.ones(1, 64)))
+    with pytest.raises(ValueError, match="name must be one of"):
+        kernel_us("fast", a, a, 64)
+    with pytest.raises(ValueError, match="reps must be an int >= 1"):
+        kernel_us("numba", a, a, 64, reps=0)
+    with pytest.raises(ValueError):  # the public function's own checks
+        kernel_us("numba", a, pack_bits(binarize(torch.ones(1, 128))), 64)
