@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from minicompress import _validate as check
+from minicompress._progress import shown
 from minicompress.distillation import kd_loss
 
 __all__ = [
@@ -115,7 +116,8 @@ def _fit(
     offsets = torch.arange(context + 1)
     losses = []
     model.train()
-    for step in tqdm(range(config.steps), disable=not progress, desc="training", leave=False):
+    hidden = not shown(progress)
+    for step in tqdm(range(config.steps), disable=hidden, desc="training", leave=False):
         for group in optimizer.param_groups:
             group["lr"] = config.rate(step)
         starts = torch.randint(len(tokens) - context, (config.batch_size, 1), generator=generator)

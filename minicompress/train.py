@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from minicompress import _validate as check
+from minicompress._progress import shown
 
 __all__ = ["TrainConfig", "batches", "evaluate", "fit", "predict"]
 
@@ -130,6 +131,7 @@ def fit(
     after every optimizer step. Shuffling and any randomness in the model are seeded from
     ``config.seed``; the global generator is restored afterwards, so a call leaves no trace
     on later random draws. The model is trained in train mode and left in eval mode.
+    ``progress`` draws a tqdm bar where someone watches: a terminal or a notebook, not a log.
     """
     check.module(model)
     if not isinstance(config, TrainConfig):
@@ -154,7 +156,8 @@ def _fit(model: nn.Module, images: Tensor, labels: Tensor, config: TrainConfig, 
     )
     history: list[float] = []
     model.train()
-    with tqdm(total=total, desc=type(model).__name__, disable=not progress, leave=False) as bar:
+    hidden = not shown(progress)  # a bar in a log file is noise
+    with tqdm(total=total, desc=type(model).__name__, disable=hidden, leave=False) as bar:
         for epoch in range(config.epochs):
             running = 0.0
             for idx in batches(len(images), config.batch_size, generator):

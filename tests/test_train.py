@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+import sys
+
 import pytest
 import torch
 
@@ -141,3 +144,23 @@ def test_fit_checks_model_and_config_types():
         fit("model", x, y, TrainConfig())
     with pytest.raises(TypeError, match="TrainConfig"):
         fit(MLP((4,)), x, y, {"epochs": 1})
+
+
+class _Stream(io.StringIO):
+    def __init__(self, tty: bool):
+        super().__init__()
+        self.tty = tty
+
+    def isatty(self) -> bool:
+        return self.tty
+
+
+@pytest.mark.parametrize("tty", [False, True])
+def test_progress_bar_only_where_someone_watches(monkeypatch, tty):
+    # a log file or a CI transcript gets no bar; a terminal does (README: progress bars)
+    stream = _Stream(tty)
+    monkeypatch.setattr(sys, "stderr", stream)
+    monkeypatch.delitem(sys.modules, "ipykernel", raising=False)
+    x, y = torch.randn(64, 1, 28, 28), torch.randint(0, 10, (64,))
+    fit(MLP((8,)), x, y, TrainConfig(epochs=1, batch_size=32))
+    assert bool(stream.getvalue()) == tty
