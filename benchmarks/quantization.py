@@ -11,8 +11,10 @@
   over rounds of the float32 median latency over the median over rounds of the int8 one,
   all in this run; in each round every contestant is timed (the median of 100 calls at
   batch 1, of 15 at batch 256), in an order rotated from round to round, so that a change
-  of load hits them all (``per_round`` and its spread show
-  how much it moved). ``best`` names the fastest engine per (model, batch); the drop in
+  of load hits them all (``per_round``, float32's time over the int8 one's in each round,
+  shows how much it moved). ``se`` is the speed-up's standard error by resampling rounds
+  (paired, seeded); comparing two engines, pair their ``per_round`` ratios round by round.
+  ``best`` names the fastest engine per (model, batch); the drop in
   accuracy is measured on the 10 000 test images with its paired standard error.
   ``onnxruntime_fp32`` (ONNX Runtime on the float graph) is a reference, not a contestant:
   it shows how much of ONNX Runtime's gain is the runtime rather than int8.
@@ -67,6 +69,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import random
 import statistics
 import tempfile
 import time
@@ -123,14 +126,32 @@ def _round_medians(runners: dict, images: Tensor, batch: int) -> dict[str, list[
     return medians
 
 
+def _ratio_of_medians(base: list[float], other: list[float]) -> float:
+    return statistics.median(base) / statistics.median(other)
+
+
+def _bootstrap_se(base: list[float], other: list[float], draws: int = 2000) -> float:
+    """Standard error of the ratio of medians: rounds resampled with replacement, in pairs.
+
+    A round's two timings stay together because they share that round's load; the generator
+    is seeded, so the same timings give the same error.
+    """
+    rng, n = random.Random(0), len(base)
+    ratios = []
+    for _ in range(draws):
+        rounds = [rng.randrange(n) for _ in range(n)]
+        ratios.append(_ratio_of_medians([base[i] for i in rounds], [other[i] for i in rounds]))
+    return statistics.stdev(ratios)
+
+
 def _speedup(base: list[float], other: list[float]) -> dict:
-    """Ratio of medians over rounds, with the per-round ratios, their mean and standard error."""
+    """Ratio of medians over rounds and its bootstrap standard error; the per-round ratios."""
     per_round = [b / o for b, o in zip(base, other, strict=True)]
     return {
-        "speedup": round(statistics.median(base) / statistics.median(other), 2),
-        "per_round": [round(v, 2) for v in per_round],
+        "speedup": round(_ratio_of_medians(base, other), 2),
+        "se": round(_bootstrap_se(base, other), 3),
+        "per_round": [round(v, 3) for v in per_round],
         "mean": round(statistics.mean(per_round), 2),
-        "se": round(statistics.stdev(per_round) / len(per_round) ** 0.5, 3),
     }
 
 

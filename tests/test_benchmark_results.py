@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import statistics
 from pathlib import Path
 
 import pytest
@@ -42,3 +43,18 @@ def test_recorded_result_is_one_full_run(path: Path):
     assert {"machine", "seconds", "targets_met"} <= result.keys()
     assert "torch" in result["machine"], "machine: measure.machine()'s line"
     assert not result.get("quick", False), "a --quick run is a smoke test, not a result"
+
+
+def test_quantization_speedup_error_is_for_the_ratio_of_medians(monkeypatch):
+    # benchmarks/quantization.py: `se` belongs to `speedup` (a ratio of medians), by
+    # resampling rounds in pairs; the same timings give the same error
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    quantization = pytest.importorskip("quantization")
+    base = [1.0, 1.1, 0.9, 1.3, 1.0, 1.2, 0.95]
+    steady = quantization._speedup(base, [b / 3 for b in base])
+    assert steady["speedup"] == 3.0 and steady["se"] == 0.0
+    noisy = quantization._speedup(base, [0.3, 0.5, 0.3, 0.4, 0.3, 0.35, 0.45])
+    assert noisy["se"] > 0.1 and noisy == quantization._speedup(
+        base, [0.3, 0.5, 0.3, 0.4, 0.3, 0.35, 0.45]
+    )
+    assert noisy["speedup"] == round(statistics.median(base) / 0.35, 2)
